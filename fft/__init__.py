@@ -1,0 +1,1 @@
+"""fft: fine fine-tuning of pretrained BERT-family encoders in JAX/Flax."""

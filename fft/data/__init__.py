@@ -1,0 +1,1 @@
+"""GLUE data: TSV/TFDS readers, tokenization and length-bucketed batching."""
