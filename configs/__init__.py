@@ -1,0 +1,1 @@
+"""Experiment configs: each file exposes `get_config(arg: str | None) -> ConfigDict`."""

@@ -1,0 +1,43 @@
+"""Command-line entry point: `python -m fft.main --config=configs/glue.py:task=rte --workdir=DIR`.
+
+Only parses flags and calls `fft.train.train_and_evaluate`. Multi-host jobs (TPU VM pods, several
+GPU hosts) set `--distributed` (or FFT_DISTRIBUTED=1) so `jax.distributed.initialize()` runs first.
+"""
+
+import os
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:args]).", lock_config=True)
+flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and TensorBoard events go.")
+flags.DEFINE_bool("distributed", os.environ.get("FFT_DISTRIBUTED", "0") == "1", "Call jax.distributed.initialize().")
+flags.DEFINE_enum("transfer_guard", "disallow", ["allow", "log", "disallow"], "Implicit host<->device transfers.")
+flags.mark_flags_as_required(["config", "workdir"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if FLAGS.distributed:
+        # On TPU VMs and SLURM/Open MPI clusters the arguments are detected; elsewhere they come
+        # from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID (see launch/gpu.sh).
+        kwargs = {}
+        if "JAX_COORDINATOR_ADDRESS" in os.environ:
+            kwargs = dict(
+                coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+                num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+                process_id=int(os.environ["JAX_PROCESS_ID"]),
+            )
+        jax.distributed.initialize(**kwargs)
+    jax.config.update("jax_transfer_guard", FLAGS.transfer_guard)
+    logging.info("JAX %s: process %d/%d, devices %s", jax.__version__, jax.process_index(), jax.process_count(), jax.devices())
+    from fft import train  # After distributed init.
+
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+    app.run(main)
