@@ -13,7 +13,6 @@ from ml_collections import config_flags
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:args]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and TensorBoard events go.")
 flags.DEFINE_bool("distributed", os.environ.get("FFT_DISTRIBUTED", "0") == "1", "Call jax.distributed.initialize().")
-flags.DEFINE_enum("transfer_guard", "disallow", ["allow", "log", "disallow"], "Implicit host<->device transfers.")
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
@@ -32,7 +31,6 @@ def main(argv):
                 process_id=int(os.environ["JAX_PROCESS_ID"]),
             )
         jax.distributed.initialize(**kwargs)
-    jax.config.update("jax_transfer_guard", FLAGS.transfer_guard)
     logging.info("JAX %s: process %d/%d, devices %s", jax.__version__, jax.process_index(), jax.process_count(), jax.devices())
     from fft import train  # After distributed init.
 

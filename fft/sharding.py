@@ -28,9 +28,11 @@ def make_mesh(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] |
         if len(devices) % known:
             raise ValueError(f"mesh.shape {tuple(shape)} does not divide {len(devices)} devices")
         shape[shape.index(-1)] = len(devices) // known
-    if int(np.prod(shape)) != len(devices):
-        raise ValueError(f"mesh.shape {tuple(shape)} needs {int(np.prod(shape))} devices, have {len(devices)}")
-    return Mesh(np.asarray(devices).reshape(shape), tuple(config.axes))
+    needed = int(np.prod(shape))
+    if needed > len(devices):
+        raise ValueError(f"mesh.shape {tuple(shape)} needs {needed} devices, have {len(devices)}")
+    # A mesh smaller than the machine (e.g. (1, 1) for a one-device reference run) takes the first devices.
+    return Mesh(np.asarray(devices[:needed]).reshape(shape), tuple(config.axes))
 
 
 def path_str(path) -> str:

@@ -96,8 +96,8 @@ def train_step(
     params = optax.apply_updates(state.params, updates)
     metrics = {
         "train/loss": loss,
-        "train/grad_norm": optax.global_norm(grads),
-        "train/param_norm": optax.global_norm(params),
+        "train/grad_norm": optax.tree.norm(grads),
+        "train/param_norm": optax.tree.norm(params),
     }
     return TrainState(state.step + 1, params, opt_state), metrics
 

@@ -58,7 +58,7 @@ def load_model(config: ml_collections.ConfigDict, num_labels: int) -> ModelBundl
         fields = {k: v for k, v in rand.items() if k not in ("enabled", "tokenizer")}
         model_config = models.bert.BertConfig(**fields)
         model = models.create_model("bert", model_config, num_labels, dtype)
-        params = loading.init_params(model, rng, None)
+        params = jax.device_get(jax.jit(functools.partial(_random_init, model))(rng))
         tokenizer_dir = loading.resolve_model_dir(rand.tokenizer)
         return ModelBundle(model, params, tokenizer_dir, f"random-init bert {fields}")
     model_dir = loading.resolve_model_dir(config.model.name)
@@ -66,6 +66,18 @@ def load_model(config: ml_collections.ConfigDict, num_labels: int) -> ModelBundl
     model = models.create_model(pretrained.model_type, pretrained.model_config, num_labels, dtype)
     params = loading.init_params(model, rng, pretrained.params)
     return ModelBundle(model, params, model_dir, f"{pretrained.model_type} from {model_dir}")
+
+
+def _onto_mesh(mesh, x: jax.Array) -> jax.Array:
+    """Replicates over the mesh an array that jit left on one device (e.g. optimizer counters)."""
+    if x.sharding.device_set == set(mesh.devices.flat):
+        return x
+    return jax.device_put(x, sharding.replicated(mesh))
+
+
+def _random_init(model, rng: jax.Array):
+    ids = jnp.ones((1, 8), jnp.int32)
+    return model.init(rng, ids, ids, jnp.zeros_like(ids), deterministic=True)["params"]
 
 
 def load_data(config: ml_collections.ConfigDict, tokenizer) -> TaskData:
@@ -93,7 +105,7 @@ def load_data(config: ml_collections.ConfigDict, tokenizer) -> TaskData:
 
 
 def is_regression(task) -> bool:
-    return task.label_names is None
+    return task.is_regression
 
 
 def evaluate(eval_fn, params, frozen, encoded, *, batch_size: int, buckets, mesh, task) -> dict[str, float]:
@@ -129,17 +141,34 @@ def check_finite(step: int, loss: float, workdir: pathlib.Path) -> None:
         )
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Fine-tunes `config.model` on `config.task`, evaluating on dev; returns the final metrics."""
-    workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
+@dataclasses.dataclass
+class Run:
+    """Everything the training loop needs, built once by `setup`."""
+
+    config: ml_collections.ConfigDict
+    workdir: pathlib.Path
+    task: Any
+    data: TaskData
+    model_description: str
+    mesh: Any
+    train_fn: Any  # jitted (state, frozen, batch, rng) -> (state, metrics)
+    eval_fn: Any  # (params, frozen, encoded) -> metrics dict
+    manager: Any
+    writer: Any
+    frozen: Any
+    rng: jax.Array
+    steps_per_epoch: int
+    num_steps: int
+
+
+def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run, steps.TrainState, int | None]:
+    """Loads model and data, builds the sharded state (restored if the workdir has a checkpoint)
+    and the jitted steps."""
     is_main = jax.process_index() == 0
     writer = writers.create_writer(workdir, just_logging=not is_main)
     if is_main:
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=1, sort_keys=True))
         writer.write_hparams(_flatten(config.to_dict()))
-
     task = glue.get_task(config.task)
     bundle = load_model(config, task.num_labels)
     logging.info("Model: %s", bundle.description)
@@ -158,19 +187,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     tx = optim.adamw(config.optim, num_steps)
     param_sh = sharding.param_shardings(bundle.params, mesh, config.mesh.param_rules)
     params = jax.device_put(bundle.params, param_sh)
-    frozen: dict = {}
-    init_opt = jax.jit(tx.init, out_shardings=None)
-    state = steps.TrainState(jnp.zeros((), jnp.int32), params, init_opt(params))
-    state = jax.device_put(state, jax.tree.map(lambda x: x.sharding, state))
+    repl = sharding.replicated(mesh)
+    # Optimizer moments follow their parameters' shardings (jit propagates them); counters replicate.
+    opt_state = jax.tree.map(functools.partial(_onto_mesh, mesh), jax.jit(tx.init)(params))
+    state = steps.TrainState(jax.device_put(np.zeros((), np.int32), repl), params, opt_state)
     state_sh = jax.tree.map(lambda x: x.sharding, state)
 
     manager = checkpoint.make_manager(workdir, config.checkpoint)
     state, restored_step = checkpoint.restore_latest(manager, state)
-    first_step = int(restored_step or 0)
     if restored_step is not None:
-        logging.info("Resumed from checkpoint at step %d in %s", first_step, workdir)
+        logging.info("Resumed from checkpoint at step %d in %s", restored_step, workdir)
 
-    repl = sharding.replicated(mesh)
     batch_sh = sharding.batch_sharding(mesh)
     regression = is_regression(task)
     train_fn = jax.jit(
@@ -179,78 +206,115 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         out_shardings=(state_sh, repl),
         donate_argnums=(0,),
     )
-    eval_fn = jax.jit(
+    eval_step = jax.jit(
         functools.partial(steps.eval_step, model=bundle.model, is_regression=regression),
         in_shardings=(param_sh, repl, batch_sh),
         out_shardings=repl,
     )
-    run_eval = functools.partial(
-        evaluate, eval_fn, batch_size=config.eval_batch_size, buckets=data.buckets, mesh=mesh, task=task
+    eval_fn = functools.partial(
+        evaluate, eval_step, batch_size=config.eval_batch_size, buckets=data.buckets, mesh=mesh, task=task
     )
-    rng = jax.device_put(jax.random.key(config.seed + 1), repl)
-    eval_every = config.eval_every_steps or steps_per_epoch
+    run = Run(
+        config=config, workdir=workdir, task=task, data=data, model_description=bundle.description,
+        mesh=mesh, train_fn=train_fn, eval_fn=eval_fn, manager=manager, writer=writer, frozen={},
+        rng=jax.device_put(jax.random.key(config.seed + 1), repl),
+        steps_per_epoch=steps_per_epoch, num_steps=num_steps,
+    )
+    return run, state, restored_step
 
-    progress = progress_lib.Progress(num_steps, first_step)
+
+def evaluate_all(run: Run, state: steps.TrainState, step: int) -> dict[str, dict[str, float]]:
+    results = {}
+    for split, encoded in run.data.evals.items():
+        results[split] = run.eval_fn(state.params, run.frozen, encoded)
+        run.writer.write_scalars(step, {f"eval/{split}/{k}": v for k, v in results[split].items()})
+        logging.info("eval %s at step %d: %s", split, step, results[split])
+    return results
+
+
+def train_loop(run: Run, state: steps.TrainState, first_step: int) -> tuple[steps.TrainState, dict[str, Any]]:
+    """Trains from `first_step` to `run.num_steps`: logs, checkpoints and evaluates on schedule.
+
+    Returns the final state and a summary (timing, last loss, last evaluation)."""
+    config = run.config
+    eval_every = config.eval_every_steps or run.steps_per_epoch
+    progress = progress_lib.Progress(run.num_steps, first_step)
     paused = 0.0  # Seconds spent in evaluation and checkpointing, excluded from training time.
-    examples_seen = 0
-    eval_results: dict[str, dict[str, float]] = {}
-    step = first_step
+    summary = {"examples_seen": 0, "last_train_loss": float("nan"), "eval": {}}
     t_loop = time.perf_counter()
-    for step, batch in _batches_from(data.train, config, steps_per_epoch, first_step, num_steps, data.buckets):
+    batches = _batches_from(run.data.train, config, run.steps_per_epoch, first_step, run.num_steps, run.data.buckets)
+    for step, batch in batches:
+        batch.pop("index", None)
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
-            state, step_metrics = train_fn(state, frozen, sharding.global_batch_to_device(batch, mesh), rng)
+            state, step_metrics = run.train_fn(state, run.frozen, sharding.global_batch_to_device(batch, run.mesh), run.rng)
         done = step + 1
-        examples_seen += int(batch["weights"].sum())
-        progress.update(done, int(batch["weights"].sum()))
-        due_log = done % config.log_every_steps == 0 or done == num_steps
-        due_save = done % config.checkpoint.every_steps == 0 or done == num_steps
-        due_eval = done % eval_every == 0 or done == num_steps
+        n_real = int(batch["weights"].sum())
+        summary["examples_seen"] += n_real
+        progress.update(done, n_real)
+        due_log = done % config.log_every_steps == 0 or done == run.num_steps
+        due_save = done % config.checkpoint.every_steps == 0 or done == run.num_steps
+        due_eval = done % eval_every == 0 or done == run.num_steps
         if due_log or due_save:
             scalars = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-            check_finite(done, scalars["train/loss"], workdir)
+            check_finite(done, scalars["train/loss"], run.workdir)
+            summary["last_train_loss"] = scalars["train/loss"]
             if due_log:
-                scalars["train/learning_rate"] = optim.learning_rate(config.optim, num_steps, done)
+                scalars["train/learning_rate"] = optim.learning_rate(config.optim, run.num_steps, done)
                 scalars.update(progress.rates(done))
-                writer.write_scalars(done, scalars)
+                run.writer.write_scalars(done, scalars)
                 progress.log(done, f"loss {scalars['train/loss']:.4f}")
         if not (due_save or due_eval):
             continue
         jax.block_until_ready(state)  # Charge pending training work to training time.
         t_pause = time.perf_counter()
         if due_save:
-            checkpoint.save(manager, done, state, force=done == num_steps)
+            checkpoint.save(run.manager, done, state, force=done == run.num_steps)
         if due_eval:
-            for split, encoded in data.evals.items():
-                eval_results[split] = run_eval(state.params, frozen, encoded)
-                writer.write_scalars(done, {f"eval/{split}/{k}": v for k, v in eval_results[split].items()})
-                logging.info("eval %s at step %d: %s", split, done, eval_results[split])
+            summary["eval"] = evaluate_all(run, state, done)
         progress.exclude(time.perf_counter() - t_pause)
         paused += time.perf_counter() - t_pause
     jax.block_until_ready(state)
-    train_seconds = time.perf_counter() - t_loop - paused
-    step = int(jax.device_get(state.step))
-    manager.wait_until_finished()
-    if not eval_results:  # Resumed at the very end: evaluate the restored state once.
-        eval_results = {split: run_eval(state.params, frozen, enc) for split, enc in data.evals.items()}
+    summary["train_seconds"] = time.perf_counter() - t_loop - paused
+    return state, summary
 
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Fine-tunes `config.model` on `config.task`, evaluating on dev; returns the final metrics.
+
+    Resumes from the latest checkpoint in `workdir` if there is one. Writes `config.json`,
+    TensorBoard events, checkpoints and `final_metrics.json` there.
+    """
+    t_start = time.perf_counter()
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    run, state, restored_step = setup(config, workdir)
+    first_step = int(restored_step or 0)
+    with jax.transfer_guard(config.transfer_guard):  # Host<->device moves must be explicit.
+        state, summary = train_loop(run, state, first_step)
+    run.manager.wait_until_finished()
+    step = int(jax.device_get(state.step))
+    eval_results = summary["eval"] or evaluate_all(run, state, step)  # Resumed at the end.
+    train_seconds = summary["train_seconds"]
     final = {
-        "task": task.name,
-        "model": bundle.description,
-        "steps": int(step),
-        "train_examples": int(len(data.train.labels)),
-        "epochs": float(step / steps_per_epoch),
+        "task": run.task.name,
+        "model": run.model_description,
+        "steps": step,
+        "resumed_from_step": restored_step,
+        "last_train_loss": summary["last_train_loss"],
+        "train_examples": len(run.data.train.labels),
+        "epochs": step / run.steps_per_epoch,
         "train_seconds": train_seconds,
-        "train_examples_per_sec": examples_seen / train_seconds if examples_seen else None,
+        "train_examples_per_sec": summary["examples_seen"] / train_seconds if summary["examples_seen"] else None,
         "wall_seconds": time.perf_counter() - t_start,
         "eval": eval_results,
         "devices": jax.device_count(),
         "platform": jax.devices()[0].platform,
     }
-    if is_main:
+    if jax.process_index() == 0:
         (workdir / "final_metrics.json").write_text(json.dumps(final, indent=1, sort_keys=True))
     logging.info("Final: %s", json.dumps(final["eval"], sort_keys=True))
-    writer.flush()
-    writer.close()
+    run.writer.flush()
+    run.writer.close()
     return final
 
 

@@ -143,12 +143,16 @@ def make_tiny_bert_cls(out_dir: pathlib.Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minilm_dir", default=None, help="folder of the packaged MiniLM checkpoint")
+    parser.add_argument(
+        "--minilm_dir", default=None, help="folder of the packaged MiniLM checkpoint"
+    )
     parser.add_argument("--out_dir", default="tests/fixtures", help="where the fixtures go")
     args = parser.parse_args()
     out = pathlib.Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    make_minilm(pathlib.Path(args.minilm_dir or _default_minilm_dir()), out / "minilm_reference.npz")
+    make_minilm(
+        pathlib.Path(args.minilm_dir or _default_minilm_dir()), out / "minilm_reference.npz"
+    )
     make_tiny_distilbert(out / "tiny_distilbert")
     make_tiny_bert_cls(out / "tiny_bert_cls")
     for path in sorted(out.rglob("*")):

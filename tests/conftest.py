@@ -7,3 +7,9 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from absl import flags  # noqa: E402
+
+# absltest helpers (create_tempdir) read flags; under pytest nobody parses them.
+if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()

@@ -22,12 +22,18 @@ class MeshTest(parameterized.TestCase):
         mesh = sharding.make_mesh(config)
         self.assertEqual(tuple(mesh.shape.values()), expected)
 
-    @parameterized.parameters(((3, 1), "needs 3 devices"), ((-1, 3), "does not divide"), ((-1, -1), "more than one"))
+    @parameterized.parameters(((16, 1), "needs 16 devices"), ((-1, 3), "does not divide"), ((-1, -1), "more than one"))
     def test_bad_shapes(self, shape, message):
         config = common.mesh_config()
         config.shape = shape
         with self.assertRaisesRegex(ValueError, message):
             sharding.make_mesh(config)
+
+    def test_smaller_mesh_takes_first_devices(self):
+        config = common.mesh_config()
+        config.shape = (1, 1)
+        mesh = sharding.make_mesh(config)
+        self.assertEqual(list(mesh.devices.flat), jax.devices()[:1])
 
     def test_param_rules(self):
         config = ml_collections.ConfigDict(dict(shape=(4, 2), axes=("data", "model")))

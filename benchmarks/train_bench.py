@@ -1,0 +1,226 @@
+"""Speed of fft's train step and eval forward against transformers + PyTorch, side by side.
+
+  python benchmarks/train_bench.py --mode=step            # per-step at seq 64/128, batch 32
+  python benchmarks/train_bench.py --mode=epoch --task=cola  # one real epoch, end to end
+  python benchmarks/train_bench.py --mode=all             # both (writes results/bench_train.json)
+
+Both sides use the packaged all-MiniLM-L6-v2, fp32, AdamW, dropout on, on the same machine in the
+same run. The PyTorch side is what a user would write: `BertForSequenceClassification`, and for
+the epoch, batches padded to their longest sequence (as DataCollatorWithPadding does). If torch
+is not installed (`pip install torch==2.13.0` here), the PyTorch side is skipped with a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import pathlib
+import platform
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from configs import common  # noqa: E402
+from fft import models, optim, steps  # noqa: E402
+from fft.models import loading  # noqa: E402
+
+
+def _random_batch(batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "input_ids": rng.integers(1000, 30000, (batch, seq)).astype(np.int32),
+        "attention_mask": np.ones((batch, seq), np.int32),
+        "token_type_ids": np.zeros((batch, seq), np.int32),
+        "labels": rng.integers(0, 2, batch).astype(np.int32),
+        "weights": np.ones(batch, np.float32),
+    }
+
+
+def _timeit(fn, n: int, warmup: int) -> float:
+    """Median seconds per call of `fn` (which must block) after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def jax_step_times(model_dir, batch: int, seq: int, n: int, warmup: int) -> dict[str, float]:
+    pretrained = loading.load_pretrained(model_dir)
+    model = models.create_model(pretrained.model_type, pretrained.model_config, 2, jnp.float32)
+    params = jax.device_put(loading.init_params(model, jax.random.key(0), pretrained.params))
+    tx = optim.adamw(common.optim_config(), total_steps=1000)
+    state = [steps.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))]
+    train = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, is_regression=False), donate_argnums=(0,))
+    evaluate = jax.jit(functools.partial(steps.eval_step, model=model, is_regression=False))
+    data = jax.device_put(_random_batch(batch, seq))
+    rng = jax.random.key(1)
+
+    def train_once():
+        state[0], metrics = train(state[0], {}, data, rng)
+        jax.block_until_ready(metrics)
+
+    def eval_once():
+        jax.block_until_ready(evaluate(state[0].params, {}, data))
+
+    return {"train_s": _timeit(train_once, n, warmup), "eval_s": _timeit(eval_once, n, warmup)}
+
+
+def torch_step_times(model_dir, batch: int, seq: int, n: int, warmup: int) -> dict[str, float]:
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification.from_pretrained(str(model_dir), num_labels=2)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.01)
+    data = {k: torch.from_numpy(v).long() for k, v in _random_batch(batch, seq).items() if k != "weights"}
+
+    def train_once():
+        model.train()
+        out = model(**data)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def eval_once():
+        model.eval()
+        with torch.no_grad():
+            model(**{k: v for k, v in data.items() if k != "labels"})
+
+    return {"train_s": _timeit(train_once, n, warmup), "eval_s": _timeit(eval_once, n, warmup)}
+
+
+def bench_steps(model_dir, seqs, batch: int, n: int, warmup: int, have_torch: bool) -> list[dict]:
+    rows = []
+    for seq in seqs:
+        ours = jax_step_times(model_dir, batch, seq, n, warmup)
+        row = {"seq": seq, "batch": batch,
+               "fft_train_ex_s": batch / ours["train_s"], "fft_eval_ex_s": batch / ours["eval_s"]}
+        if have_torch:
+            ref = torch_step_times(model_dir, batch, seq, n, warmup)
+            row.update(torch_train_ex_s=batch / ref["train_s"], torch_eval_ex_s=batch / ref["eval_s"])
+            row["train_ratio"] = row["fft_train_ex_s"] / row["torch_train_ex_s"]
+            row["eval_ratio"] = row["fft_eval_ex_s"] / row["torch_eval_ex_s"]
+        print(_fmt_row(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def fft_epoch(task: str, batch: int, max_length: int) -> dict:
+    from ml_collections import config_flags  # noqa: F401  (configs are plain modules)
+
+    from configs import glue as glue_config
+    from fft import train
+
+    config = glue_config.get_config(f"task={task}")
+    config.num_epochs = 1.0
+    config.batch_size = batch
+    config.data.max_length = max_length
+    config.checkpoint.every_steps = 10**9
+    config.log_every_steps = 50
+    with tempfile.TemporaryDirectory() as workdir:
+        final = train.train_and_evaluate(config, workdir)
+    return {"seconds": final["train_seconds"], "examples": final["train_examples"],
+            "ex_s": final["train_examples_per_sec"], "dev": final["eval"]}
+
+
+def torch_epoch(model_dir, task: str, batch: int, max_length: int) -> dict:
+    """One epoch as a transformers user writes it: dynamic padding, AdamW, linear warmup/decay."""
+    import torch
+    import transformers
+
+    from fft.data import glue, tokenize
+
+    spec = glue.get_task(task)
+    examples = glue.load_examples(spec, "train", data_dir=str(common.SHIPPED_GLUE_DIR))
+    tokenizer = tokenize.load_tokenizer(model_dir)
+    texts = [e.text_a for e in examples]
+    pairs = [e.text_b for e in examples] if examples[0].text_b is not None else None
+    enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+    labels = [e.label for e in examples]
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification.from_pretrained(str(model_dir), num_labels=spec.num_labels)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.01)
+    num_steps = (len(labels) + batch - 1) // batch
+    sched = transformers.get_linear_schedule_with_warmup(opt, int(0.1 * num_steps), num_steps)
+    order = np.random.default_rng(0).permutation(len(labels))
+    model.train()
+    t0 = time.perf_counter()
+    for i in range(num_steps):
+        idx = order[i * batch : (i + 1) * batch]
+        features = [{k: enc[k][j] for k in enc.keys()} for j in idx]
+        padded = tokenizer.pad(features, return_tensors="pt")
+        dtype = torch.float if spec.label_names is None else torch.long
+        out = model(**padded, labels=torch.tensor([labels[j] for j in idx], dtype=dtype))
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if i % 50 == 0:
+            print(f"  torch step {i}/{num_steps} {time.perf_counter() - t0:.0f}s", flush=True)
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "examples": len(labels), "ex_s": len(labels) / seconds}
+
+
+def _fmt_row(row: dict) -> str:
+    return "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=["step", "epoch", "all"], default="all")
+    parser.add_argument("--seqs", default="64,128")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per measurement")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--task", default="cola")
+    parser.add_argument("--max_length", type=int, default=128)
+    parser.add_argument("--out", default="results/bench_train.json")
+    args = parser.parse_args()
+
+    try:
+        import torch
+
+        have_torch = True
+        torch_version = torch.__version__
+    except ImportError:
+        have_torch, torch_version = False, None
+        print("torch is not installed: timing the fft side only (pip install torch==2.13.0).")
+    model_dir = loading.resolve_model_dir("minilm")
+    result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "jax": jax.__version__,
+                          "jax_backend": jax.default_backend(), "torch": torch_version},
+              "model": str(model_dir)}
+    if args.mode in ("step", "all"):
+        print("== per step (median of", args.steps, "after", args.warmup, "warm-up) ==")
+        result["step"] = bench_steps(model_dir, [int(s) for s in args.seqs.split(",")], args.batch,
+                                     args.steps, args.warmup, have_torch)
+    if args.mode in ("epoch", "all"):
+        print(f"== one epoch of {args.task} train, batch {args.batch}, max length {args.max_length} ==")
+        epoch = {"task": args.task, "fft": fft_epoch(args.task, args.batch, args.max_length)}
+        print("fft:", _fmt_row({k: v for k, v in epoch["fft"].items() if k != "dev"}), flush=True)
+        if have_torch:
+            epoch["torch"] = torch_epoch(model_dir, args.task, args.batch, args.max_length)
+            epoch["speedup"] = epoch["torch"]["seconds"] / epoch["fft"]["seconds"]
+            print("torch:", _fmt_row(epoch["torch"]), f"\nepoch speed-up fft/torch: {epoch['speedup']:.2f}x")
+        result["epoch"] = epoch
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print("wrote", out)
+
+
+if __name__ == "__main__":
+    main()

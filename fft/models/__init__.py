@@ -1,0 +1,80 @@
+"""BERT-family encoders with a sequence-classification head, and a read-only registry of them.
+
+`MODEL_TYPES` maps a Hugging Face `config.json` `model_type` to what `fft` needs to build the model and
+to read its checkpoints; `create_model` builds a classifier from a registry key. Load weights with
+`fft.models.loading` (`load_pretrained`, then `init_params`).
+"""
+
+import types
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from fft.models import bert, distilbert
+
+
+class ModelType(NamedTuple):
+    """One registry entry.
+
+    Attributes:
+      config_class: frozen dataclass with a `from_hf_dict(config_json_dict)` classmethod.
+      classifier_class: Flax module `(config, num_labels, dtype)`; its `head_names` class attribute
+        lists the top-level parameter collections that form the task head.
+      hf_prefix: prefix of the base model in HF task checkpoints ('bert' in `bert.encoder...`).
+      hf_rules: the converter from an HF state dict: (regex on the HF module name, our path template,
+        kind of module 'dense' | 'norm' | 'embed'), applied by `loading.convert_hf_state_dict`.
+    """
+
+    config_class: type
+    classifier_class: type[nn.Module]
+    hf_prefix: str
+    hf_rules: tuple[tuple[str, str, str], ...]
+
+
+MODEL_TYPES: Mapping[str, ModelType] = types.MappingProxyType(
+    {
+        "bert": ModelType(
+            bert.BertConfig, bert.BertForSequenceClassification, bert.HF_PREFIX, bert.HF_RULES
+        ),
+        "distilbert": ModelType(
+            distilbert.DistilBertConfig,
+            distilbert.DistilBertForSequenceClassification,
+            distilbert.HF_PREFIX,
+            distilbert.HF_RULES,
+        ),
+    }
+)
+
+
+def create_model(
+    model_type: str, model_config: Any, num_labels: int, dtype: jnp.dtype = jnp.float32
+) -> nn.Module:
+    """Builds the sequence classifier registered under `model_type`.
+
+    Args:
+      model_type: a key of `MODEL_TYPES` ('bert', 'distilbert').
+      model_config: an instance of that entry's `config_class`.
+      num_labels: number of logits (1 for regression).
+      dtype: compute dtype (jnp.float32 or jnp.bfloat16); parameters are always float32.
+
+    Returns:
+      An unbound Flax module; `model.apply({'params': p}, input_ids, attention_mask, token_type_ids,
+      deterministic=...)` gives float32 logits [batch, num_labels].
+
+    Raises:
+      ValueError: unknown `model_type` or num_labels < 1.
+      TypeError: `model_config` is not the entry's `config_class`.
+    """
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"Unknown model type {model_type!r}; known: {sorted(MODEL_TYPES)}.")
+    entry = MODEL_TYPES[model_type]
+    if not isinstance(model_config, entry.config_class):
+        raise TypeError(
+            f"Model type {model_type!r} needs a {entry.config_class.__name__}, "
+            f"got {type(model_config).__name__}."
+        )
+    if num_labels < 1:
+        raise ValueError(f"num_labels must be >= 1, got {num_labels}.")
+    return entry.classifier_class(model_config, num_labels, dtype)

