@@ -25,13 +25,13 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-from configs import common  # noqa: E402
-from fft import models, optim, steps  # noqa: E402
-from fft.models import loading  # noqa: E402
+from configs import common
+from fft import models, optim, steps
+from fft.models import loading
 
 
 def _random_batch(batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -160,7 +160,7 @@ def torch_epoch(model_dir, task: str, batch: int, max_length: int) -> dict:
     t0 = time.perf_counter()
     for i in range(num_steps):
         idx = order[i * batch : (i + 1) * batch]
-        features = [{k: enc[k][j] for k in enc.keys()} for j in idx]
+        features = [{k: enc[k][j] for k in enc} for j in idx]
         padded = tokenizer.pad(features, return_tensors="pt")
         dtype = torch.float if spec.label_names is None else torch.long
         out = model(**padded, labels=torch.tensor([labels[j] for j in idx], dtype=dtype))

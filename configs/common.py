@@ -52,32 +52,32 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
 def optim_config(lr: float = 5e-5) -> ml_collections.ConfigDict:
     """AdamW with linear warmup then linear decay to zero (the usual BERT recipe)."""
     return ml_collections.ConfigDict(
-        dict(
-            lr=lr,
-            warmup_fraction=0.1,
-            weight_decay=0.01,
-            b1=0.9,
-            b2=0.999,
-            eps=1e-8,
-            max_grad_norm=1.0,  # 0 disables clipping.
-        )
+        {
+            "lr": lr,
+            "warmup_fraction": 0.1,
+            "weight_decay": 0.01,
+            "b1": 0.9,
+            "b2": 0.999,
+            "eps": 1e-8,
+            "max_grad_norm": 1.0,  # 0 disables clipping.
+        }
     )
 
 
 def mesh_config() -> ml_collections.ConfigDict:
     """Data parallel over all devices; params replicated unless `param_rules` shard them."""
     return ml_collections.ConfigDict(
-        dict(
-            shape=(-1, 1),  # (data, model); -1 takes all remaining devices.
-            axes=("data", "model"),
+        {
+            "shape": (-1, 1),  # (data, model); -1 takes all remaining devices.
+            "axes": ("data", "model"),
             # Ordered (regex over '/'-joined param path, PartitionSpec tuple) rules; first match
             # wins; unmatched params are replicated. Example to shard the feed-forward over the
             # model axis: (('.*/intermediate/dense/kernel', (None, 'model')),
             #              ('.*/output/dense/kernel', ('model', None))).
-            param_rules=(),
-        )
+            "param_rules": (),
+        }
     )
 
 
 def checkpoint_config() -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(dict(every_steps=200, max_to_keep=2))
+    return ml_collections.ConfigDict({"every_steps": 200, "max_to_keep": 2})

@@ -17,14 +17,14 @@ import ml_collections
 
 from configs import common
 
-TINY_MODEL = dict(
-    vocab_size=30522,
-    hidden_size=32,
-    num_layers=2,
-    num_heads=2,
-    intermediate_size=64,
-    max_position_embeddings=512,
-)
+TINY_MODEL = {
+    "vocab_size": 30522,
+    "hidden_size": 32,
+    "num_layers": 2,
+    "num_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 512,
+}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -33,23 +33,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.task = args.task
     config.seed = 0
 
-    config.data = dict(
-        source="tsv",  # 'tsv' (GLUE directory layout) or 'tfds' (glue/<task>).
-        dir=str(common.SHIPPED_GLUE_DIR),
-        max_length=128,
-        buckets=(),  # Padded lengths; () picks a default set for max_length.
-        train_fraction=1.0,  # First-class: the data-fraction experiments sweep it.
-        max_train_examples=0,  # 0 keeps all (applied after train_fraction).
-        max_eval_examples=0,
-        skip_malformed=False,
-    )
-    config.model = dict(
-        name=args.model,  # 'minilm' (packaged), a local HF folder, or a hub name if online.
-        dtype=args.dtype,  # Compute dtype; parameters stay float32.
-        random_init=ml_collections.ConfigDict(
+    config.data = {
+        "source": "tsv",  # 'tsv' (GLUE directory layout) or 'tfds' (glue/<task>).
+        "dir": str(common.SHIPPED_GLUE_DIR),
+        "max_length": 128,
+        "buckets": (),  # Padded lengths; () picks a default set for max_length.
+        "train_fraction": 1.0,  # First-class: the data-fraction experiments sweep it.
+        "max_train_examples": 0,  # 0 keeps all (applied after train_fraction).
+        "max_eval_examples": 0,
+        "skip_malformed": False,
+    }
+    config.model = {
+        "name": args.model,  # 'minilm' (packaged), a local HF folder, or a hub name if online.
+        "dtype": args.dtype,  # Compute dtype; parameters stay float32.
+        "random_init": ml_collections.ConfigDict(
             dict(enabled=False, tokenizer="minilm", **TINY_MODEL)
         ),
-    )
+    }
     config.batch_size = 32
     config.eval_batch_size = 128
     config.num_epochs = 3.0

@@ -107,9 +107,9 @@ def synthetic_pair(
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """A random 'pretrained' tree and a 'fine-tuned' copy whose noise grows with layer depth.
 
-    The noise std relative to the weights is ``scale`` for embeddings, ``scale * (i + 2)`` for
-    ``layer_i``, ``scale * (L + 2)`` for the pooler and 100 times that for the head. For demos
-    and tests only.
+    Weights are N(0, 0.02) (layer-norm scales 1 + that); the fine-tuning noise is N(0, 0.02 * s)
+    with s = ``scale`` for embeddings, ``scale * (i + 2)`` for ``layer_i``, ``scale * (L + 2)``
+    for the pooler and ``scale * 100 * L`` for the head. For demos and tests only.
     """
     rng = np.random.default_rng(seed)
     layer = {p: int(m.group(1)) for p in shapes if (m := re.match(r"encoder/layer_(\d+)/", p))}
@@ -127,10 +127,10 @@ def synthetic_pair(
 
 
 def distance_table_rows(grouped: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One plain row per group: ``{'group', <measures>..., 'angle_deg'}`` with float values."""
+    """One row of Python floats per group: ``{'group', <measures>..., 'angle_deg'}``."""
     rows = []
-    for name, vals in distances.to_jsonable(dict(grouped)).items():
-        row = {"group": name, **{m: math.inf if v is None else v for m, v in vals.items()}}
+    for name, vals in grouped.items():
+        row = {"group": name, **{m: float(v) for m, v in vals.items()}}
         row["angle_deg"] = math.degrees(row["angle"])
         rows.append(row)
     return rows
@@ -183,8 +183,8 @@ def plot_layers(
     x = np.arange(len(names))
     colors = ["tab:blue" if n.startswith("layer_") else "tab:gray" for n in names]
     panels = (
-        ("rel_l1", "relative L1 distance  ‖Δθ‖₁ / ‖θ_pre‖₁"),
-        ("angle_deg", "angle (degrees)"),
+        ("rel_l1", r"relative L1 distance  $\|\theta_{ft}-\theta_{pre}\|_1 / \|\theta_{pre}\|_1$"),
+        ("angle_deg", r"angle$(\theta_{ft}, \theta_{pre})$  (degrees)"),
     )
     fig = Figure(figsize=(max(10.0, 0.55 * len(names) + 4), 4.2))  # Agg canvas, no pyplot state
     axes = fig.subplots(1, 2)
@@ -205,7 +205,7 @@ def plot_layers(
     fig.savefig(path, dpi=120)
 
 
-def analyze(
+def write_report(
     pre: Any, ft: Any, out_dir: PathLike, tol: distances.Tol, top_k: int = 3, title: str = ""
 ) -> dict[str, Any]:
     """Computes every table, writes the three files into ``out_dir`` and returns the report."""
@@ -251,7 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         title = f"{pathlib.Path(args.finetuned).name} vs {pathlib.Path(args.pretrained).name}"
     else:
         parser.error("give --pretrained and --finetuned, or --demo")
-    report = analyze(pre, ft, args.out_dir, distances.Tol(args.atol, args.rtol), args.top_k, title)
+    report = write_report(
+        pre, ft, args.out_dir, distances.Tol(args.atol, args.rtol), args.top_k, title
+    )
     print(report["table"])
     print(f"most-moved layers (rel_l1): {', '.join(report['critical_layers'])}")
     print(f"wrote distances.csv, distances.json, layers.png to {args.out_dir}")

@@ -1,44 +1,43 @@
 """Parameter-space distances between a pretrained and a fine-tuned parameter tree.
 
-Radiya-Dixit & Wang (2020) find that fine-tuned BERT stays close to its pretrained weights, and
-that how close depends on the layer. This module measures that closeness per leaf, per group of
-leaves (embeddings, each encoder layer, pooler, head) and for the whole tree.
-
-Trees are nested dicts of arrays as flax makes them, or flat dicts keyed by '/'-joined paths; both
-give the same paths, e.g. ``encoder/layer_3/attention/query/kernel``.
+Radiya-Dixit & Wang (2020): fine-tuned BERT stays close to its pretrained weights, and how close
+depends on the layer. This module measures that per leaf, per group of leaves (embeddings, each
+encoder layer, pooler, head) and for the whole tree. Trees are nested flax dicts or flat dicts
+keyed by '/'-joined paths (``encoder/layer_3/attention/query/kernel``); both give the same paths.
 
 Design:
-  * Each leaf is read once: one variadic ``lax.reduce`` over its last axis yields all the
-    sufficient statistics in :class:`Stats` per row, accumulated in float32 whatever the parameter
-    dtype (bf16 is upcast element by element); plain ``jnp.sum``/``max`` then reduce the rows.
-    Relative error is about 1e-7 on BERT-sized leaves. ``optax.tree.norm``/``vdot`` would read
-    each leaf once per statistic (about 7x slower on CPU), so they only back :func:`global_l2`,
-    the cheap number meant for ``train_step``.
-  * Groups and the total sum their leaves' statistics and derive the measures afterwards, so the
-    grouped numbers are exact, not averages of per-leaf ratios.
-  * Under jit there are only jnp reductions with scalar results: sharded leaves are reduced where
-    they live and only per-shard partial sums cross devices; parameters are never gathered.
+  * One pass per leaf: a variadic ``lax.reduce`` over the last axis yields every statistic in
+    :class:`Stats` per row, in float32 whatever the parameter dtype (bf16 is upcast element-wise);
+    ``jnp.sum``/``max`` then reduce the rows (relative error ~1e-7 on BERT-sized leaves).
+    ``optax.tree.norm``/``vdot`` would read each leaf once per statistic (7x slower on CPU in our
+    measurement), so they only back :func:`global_l2`, the cheap number for ``train_step``.
+  * Groups and the total sum their leaves' statistics before deriving measures, so they are
+    exact, not averages of per-leaf ratios.
+  * Under jit there are only reductions with scalar results: sharded leaves are reduced where they
+    live and only partial sums cross devices. Called eagerly, the public functions return NumPy
+    float32 scalars fetched in one transfer; under jit, traced scalars.
 
-Measures (d = finetuned - pretrained; float32 scalars):
-  l1, l2, linf: norms of d. norm_pretrained, norm_finetuned: L2 norms of the two trees.
-  rel_l1 = l1 / ||pre||_1 and rel_l2 = l2 / ||pre||_2; 0 when d == 0 and +inf when the pretrained
-    norm is 0 but d is not (e.g. a zero-initialised classifier bias).
+Measures (d = finetuned - pretrained):
+  l1, l2, linf: norms of d; norm_pretrained, norm_finetuned: L2 norms of the trees.
+  rel_l1 = l1 / ||pre||_1, rel_l2 = l2 / ||pre||_2: 0 when d == 0, +inf when the pretrained norm
+    is 0 but d is not (e.g. a zero-initialised classifier bias).
   cosine = <pre, ft> / (||pre|| ||ft||), clipped to [-1, 1].
-  angle, radians in [0, pi], from the triangle with sides ||pre||, ||ft||, ||d|| by Kahan's formula
-    for needle-like triangles. ||d|| is summed directly, so small angles stay accurate (arccos of
-    a cosine near 1 does not) and identical trees give exactly 0.
-  Zero vectors: two zero vectors have angle 0 and cosine 1; a zero vector and a non-zero one are
+  angle: radians in [0, pi] from the triangle with sides ||pre||, ||ft||, ||d|| (Kahan's formula
+    for needle-like triangles). ||d|| is summed directly, so small angles stay accurate where
+    arccos of a float32 cosine near 1 is not, and identical trees give exactly 0. Vectors that
+    are parallel but scaled differently may show up to ~1e-3 rad (float32 sums limit any method).
+  Zero vectors: two zero vectors have angle 0 and cosine 1; a zero and a non-zero vector are
     taken as orthogonal (angle pi/2, cosine 0).
-  frac_changed: fraction of entries with |ft - pre| > atol + rtol * |pre| (the negation of
+  frac_changed: share of entries with |d| > atol + rtol * |pre| (the negation of
     ``numpy.isclose``); the default tolerance 0 counts every entry that changed at all. Counts
-    are int32, so a group must hold fewer than 2**31 entries.
+    are int32: fewer than 2**31 entries per group.
 
 Grouping: ordered ``(regex, name)`` rules; the first rule whose regex fully matches a path wins and
 ``name`` may use backreferences (``layer_\\1``). A leaf that matches no rule raises ``ValueError``;
-the default rule lists end with a catch-all ``other`` rule, so they never raise (and ``other``
-only appears when some leaf is not a BERT/DistilBERT parameter). Groups come in model order (see
-:func:`group_sort_key`), then ``'total'``. ``jax.jit`` returns dicts with sorted keys;
-:func:`sort_groups` restores the order.
+the default rule lists end with a catch-all ``other`` rule, so they never raise (``other`` only
+appears for leaves that are not BERT/DistilBERT parameters). Groups come in model order (see
+:func:`group_sort_key`), then ``'total'``; ``jax.jit`` sorts dict keys and :func:`sort_groups`
+undoes that.
 """
 
 from __future__ import annotations
@@ -246,8 +245,11 @@ def _ratio(num: jax.Array, den: jax.Array) -> jax.Array:
 
 
 def _angle(n_pre: jax.Array, n_ft: jax.Array, n_diff: jax.Array) -> jax.Array:
-    """Angle between sides a >= b, opposite side c (W. Kahan, 'Miscalculating Area and Angles of
-    a Needle-like Triangle', 2014); rounding that breaks the triangle inequality clips to 0 or pi."""
+    """Triangle angle between sides a >= b, opposite side c.
+
+    W. Kahan, 'Miscalculating Area and Angles of a Needle-like Triangle' (2014). Rounding that
+    breaks the triangle inequality clips the angle to 0 or pi.
+    """
     a, b, c = jnp.maximum(n_pre, n_ft), jnp.minimum(n_pre, n_ft), n_diff
     mu = jnp.where(b >= c, c - (a - b), b - (a - c))
     num = jnp.maximum(((a - b) + c) * mu, 0.0)

@@ -25,11 +25,11 @@ def main(argv):
         # from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID (see launch/gpu.sh).
         kwargs = {}
         if "JAX_COORDINATOR_ADDRESS" in os.environ:
-            kwargs = dict(
-                coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
-                num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-                process_id=int(os.environ["JAX_PROCESS_ID"]),
-            )
+            kwargs = {
+                "coordinator_address": os.environ["JAX_COORDINATOR_ADDRESS"],
+                "num_processes": int(os.environ["JAX_NUM_PROCESSES"]),
+                "process_id": int(os.environ["JAX_PROCESS_ID"]),
+            }
         jax.distributed.initialize(**kwargs)
     logging.info("JAX %s: process %d/%d, devices %s", jax.__version__, jax.process_index(), jax.process_count(), jax.devices())
     from fft import train  # After distributed init.

@@ -8,7 +8,7 @@ from absl import logging
 
 
 def format_seconds(seconds: float) -> str:
-    seconds = int(round(max(seconds, 0)))
+    seconds = round(max(seconds, 0))
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"

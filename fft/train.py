@@ -22,11 +22,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from fft import checkpoint, metrics, optim, sharding, steps, writers
+from fft import checkpoint, metrics, models, optim, sharding, steps, writers
 from fft import progress as progress_lib
 from fft.data import batching, glue, tokenize
 from fft.models import loading
-from fft import models
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,7 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from absl import flags  # noqa: E402
+from absl import flags
 
 # absltest helpers (create_tempdir) read flags; under pytest nobody parses them.
 if not flags.FLAGS.is_parsed():

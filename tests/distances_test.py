@@ -67,24 +67,32 @@ class HandComputedTest(parameterized.TestCase):
     def test_per_leaf_and_total(self):
         pre = {"a": jnp.array([1.0, 2.0, 3.0]), "b": {"c": jnp.eye(2)}}
         ft = {"a": jnp.array([1.0, 2.0, 4.0]), "b": {"c": jnp.array([[1.0, 0.0], [0.0, -1.0]])}}
+        names = ("l1", "l2", "linf", "rel_l1", "rel_l2", "cosine", "angle", "frac_changed")
+        cos_a, cos_total = 17 / math.sqrt(14 * 21), 17 / (4 * math.sqrt(23))
         expected = {
             # d = (0, 0, 1); |pre|_1 = 6, |pre|_2^2 = 14, |ft|_2^2 = 21, <pre, ft> = 17.
-            "a": dict(l1=1, l2=1, linf=1, rel_l1=1 / 6, rel_l2=1 / math.sqrt(14),
-                      cosine=17 / math.sqrt(14 * 21), angle=math.acos(17 / math.sqrt(14 * 21)),
-                      frac_changed=1 / 3, norm_pretrained=math.sqrt(14), norm_finetuned=math.sqrt(21)),
-            # d = (0, 0, 0, -2); pre and ft orthogonal.
-            "b/c": dict(l1=2, l2=2, linf=2, rel_l1=1, rel_l2=math.sqrt(2), cosine=0,
-                        angle=math.pi / 2, frac_changed=1 / 4, norm_pretrained=math.sqrt(2),
-                        norm_finetuned=math.sqrt(2)),
-            # Sums of the statistics: |pre|_1 = 8, |pre|^2 = 16, |ft|^2 = 23, <pre, ft> = 17.
-            "total": dict(l1=3, l2=math.sqrt(5), linf=2, rel_l1=3 / 8, rel_l2=math.sqrt(5) / 4,
-                          cosine=17 / (4 * math.sqrt(23)), angle=math.acos(17 / (4 * math.sqrt(23))),
-                          frac_changed=2 / 7, norm_pretrained=4, norm_finetuned=math.sqrt(23)),
-        }  # fmt: skip
+            "a": (1, 1, 1, 1 / 6, 1 / math.sqrt(14), cos_a, math.acos(cos_a), 1 / 3),
+            # d = (0, 0, 0, -2); pre and ft are orthogonal.
+            "b/c": (2, 2, 2, 1, math.sqrt(2), 0, math.pi / 2, 1 / 4),
+            # Sums of statistics: |pre|_1 = 8, |pre|^2 = 16, |ft|^2 = 23, <pre, ft> = 17.
+            "total": (
+                3,
+                math.sqrt(5),
+                2,
+                3 / 8,
+                math.sqrt(5) / 4,
+                cos_total,
+                math.acos(cos_total),
+                2 / 7,
+            ),
+        }
+        norms = {"a": (14, 21), "b/c": (2, 2), "total": (16, 23)}
         table = distances.per_leaf(pre, ft)
         self.assertEqual(list(table), ["a", "b/c", "total"])
-        for name, want in expected.items():
+        for name, values in expected.items():
             self.assertEqual(list(table[name]), list(distances.MEASURES))
+            want = dict(zip(names, values))
+            want["norm_pretrained"], want["norm_finetuned"] = map(math.sqrt, norms[name])
             for measure, value in want.items():
                 self.assertAlmostEqual(float(table[name][measure]), value, places=6, msg=measure)
 
@@ -108,15 +116,17 @@ class HandComputedTest(parameterized.TestCase):
         self.assertAlmostEqual(float(fine["layer_0/ffn"]["rel_l1"]), 0.0)
 
     @parameterized.named_parameters(
-        ("both_zero", [0.0, 0.0], [0.0, 0.0], dict(rel_l1=0, angle=0, cosine=1)),
-        ("zero_pretrained", [0.0, 0.0], [0.0, 2.0], dict(rel_l1=math.inf, angle=math.pi / 2, cosine=0)),
-        ("zero_finetuned", [1.0, 0.0], [0.0, 0.0], dict(rel_l1=1, angle=math.pi / 2, cosine=0)),
-        ("opposite", [1.0, 2.0], [-1.0, -2.0], dict(rel_l1=2, angle=math.pi, cosine=-1)),
-        ("identical", [3.0, -4.0], [3.0, -4.0], dict(rel_l1=0, angle=0, cosine=1)),
-    )  # fmt: skip
+        # (name, pretrained, finetuned, (rel_l1, angle, cosine))
+        ("both_zero", [0.0, 0.0], [0.0, 0.0], (0, 0, 1)),
+        ("zero_pretrained", [0.0, 0.0], [0.0, 2.0], (math.inf, math.pi / 2, 0)),
+        ("zero_finetuned", [1.0, 0.0], [0.0, 0.0], (1, math.pi / 2, 0)),
+        ("opposite", [1.0, 2.0], [-1.0, -2.0], (2, math.pi, -1)),
+        ("identical", [3.0, -4.0], [3.0, -4.0], (0, 0, 1)),
+    )
     def test_degenerate_cases(self, pre, ft, want):
-        total = distances.per_leaf({"w": np.array(pre, np.float32)}, {"w": np.array(ft, np.float32)})
-        for measure, value in want.items():
+        pre, ft = {"w": np.array(pre, np.float32)}, {"w": np.array(ft, np.float32)}
+        total = distances.per_leaf(pre, ft)
+        for measure, value in zip(("rel_l1", "angle", "cosine"), want):
             self.assertAlmostEqual(float(total["total"][measure]), value, places=6, msg=measure)
 
     def test_small_angle_is_accurate(self):
@@ -189,12 +199,14 @@ class PropertyTest(absltest.TestCase):
 class ReferenceTest(parameterized.TestCase):
     def test_per_leaf_grouped_and_total_match_float64(self):
         rng = np.random.default_rng(1)
-        paths = bert_paths(num_layers=3)
+        paths = bert_paths(num_layers=2)
         pre = {p: rng.normal(size=(rng.integers(1, 9), 8)).astype(np.float32) for p in paths}
         # A third of the entries unchanged, some below tolerance, the rest clearly moved.
         kind = {p: rng.integers(0, 3, x.shape) for p, x in pre.items()}
-        noise = {p: np.choose(kind[p], [0.0, 1e-6, 0.3 * rng.normal(size=x.shape) + 0.1])
-                 for p, x in pre.items()}  # fmt: skip
+        noise = {
+            p: np.choose(kind[p], [0.0, 1e-6, 0.3 * rng.normal(size=x.shape) + 0.1])
+            for p, x in pre.items()
+        }
         ft = {p: (pre[p] + noise[p]).astype(np.float32) for p in paths}
         tol = distances.Tol(atol=1e-4, rtol=1e-3)
         leaves = distances.per_leaf(pre, ft, tol)
@@ -235,27 +247,33 @@ class ReferenceTest(parameterized.TestCase):
         self.assertLess(abs(got - want) / want, 1e-5)
 
 
-class StructureTest(parameterized.TestCase):
-    base = {"a": np.zeros((2, 3), np.float32), "b": {"c": np.zeros(4, np.float32)}}
+BASE = {"a": np.zeros((2, 3), np.float32), "b": {"c": np.zeros(4, np.float32)}}
 
+
+class StructureTest(parameterized.TestCase):
     @parameterized.named_parameters(
         ("missing", {"a": np.zeros((2, 3), np.float32), "b": {}}, "b/c", "missing"),
-        ("extra", {**base, "d": np.zeros(1, np.float32)}, "d", "extra leaf"),
-        ("shape", {**base, "a": np.zeros((3, 2), np.float32)}, "a", r"shape mismatch.*\(3, 2\)"),
-        ("dtype", {**base, "b": {"c": np.zeros(4, jnp.bfloat16)}}, "b/c", "dtype mismatch.*bfloat16"),
-    )  # fmt: skip
+        ("extra", {**BASE, "d": np.zeros(1, np.float32)}, "d", "extra leaf"),
+        ("shape", {**BASE, "a": np.zeros((3, 2), np.float32)}, "a", r"shape mismatch.*\(3, 2\)"),
+        (
+            "dtype",
+            {**BASE, "b": {"c": np.zeros(4, jnp.bfloat16)}},
+            "b/c",
+            "dtype mismatch.*bfloat16",
+        ),
+    )
     def test_mismatch_names_first_path(self, other, path, message):
         for fn in (distances.check_same_structure, distances.per_leaf, distances.grouped):
             with self.assertRaisesRegex(distances.TreeMismatchError, message) as cm:
-                fn(self.base, other)
+                fn(BASE, other)
             self.assertEqual(cm.exception.path, path)
             self.assertIn(f"'{path}'", str(cm.exception))
             self.assertIsInstance(cm.exception, ValueError)
 
     def test_nested_and_flat_trees_compare(self):
-        flat = {"a": self.base["a"], "b/c": self.base["b"]["c"]}
-        distances.check_same_structure(self.base, flat)
-        distances.check_same_structure(self.base, jax.eval_shape(lambda: self.base))
+        flat = {"a": BASE["a"], "b/c": BASE["b"]["c"]}
+        distances.check_same_structure(BASE, flat)
+        distances.check_same_structure(BASE, jax.eval_shape(lambda: BASE))
 
 
 class GroupingTest(parameterized.TestCase):
@@ -276,8 +294,16 @@ class GroupingTest(parameterized.TestCase):
     def test_distilbert_and_unknown_leaves(self):
         paths = [*bert_paths(2, distil=True), "adapter/kernel", "encoder/layer_1/learner/w"]
         groups = distances.assign_groups(paths, distances.DEFAULT_SUBLAYER_GROUPS)
-        want = ["embeddings", "layer_0/attention", "layer_0/ffn", "layer_1/attention",
-                "layer_1/ffn", "layer_1/other", "head", "other"]  # fmt: skip
+        want = [
+            "embeddings",
+            "layer_0/attention",
+            "layer_0/ffn",
+            "layer_1/attention",
+            "layer_1/ffn",
+            "layer_1/other",
+            "head",
+            "other",
+        ]
         self.assertEqual(list(groups), want)
         self.assertEqual(groups["other"], ["adapter/kernel"])
         self.assertIn("pre_classifier/dense/kernel", groups["head"])
@@ -291,7 +317,8 @@ class GroupingTest(parameterized.TestCase):
             distances.assign_groups(paths, rules[:1])
 
     def test_sort_groups_restores_order_after_jit(self):
-        pre, ft = random_pair(bert_paths(11))
+        paths = ["embeddings/e", *[f"encoder/layer_{i}/output/dense/bias" for i in range(11)]]
+        pre, ft = random_pair([*paths, "pooler/dense/bias", "classifier/bias"], shape=(2,))
         table = distances.make_distance_fn()(pre, ft)
         self.assertNotEqual(list(table)[:3], ["embeddings", "layer_0", "layer_1"])  # jit sorted
         ordered = distances.sort_groups(table)
@@ -331,17 +358,21 @@ class JitAndShardingTest(absltest.TestCase):
         rng = np.random.default_rng(5)
         shapes = {"embeddings/e": (64, 512), "encoder/layer_0/attention/k": (32, 512)}
         shapes["encoder/layer_0/output/b"] = (512,)
-        specs = {"embeddings/e": P("data", "model"), "encoder/layer_0/attention/k": P(None, "model")}
+        specs = {
+            "embeddings/e": P("data", "model"),
+            "encoder/layer_0/attention/k": P(None, "model"),
+        }
         specs["encoder/layer_0/output/b"] = P("data")
         pre = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
         ft = {k: x + 0.01 * rng.normal(size=x.shape).astype(np.float32) for k, x in pre.items()}
-        put = lambda tree: {k: jax.device_put(x, NamedSharding(mesh, specs[k])) for k, x in tree.items()}  # noqa: E501
+        shardings = {k: NamedSharding(mesh, spec) for k, spec in specs.items()}
+        put = lambda tree: {k: jax.device_put(x, shardings[k]) for k, x in tree.items()}
         fn = distances.make_distance_fn()
         hlo = fn.lower(put(pre), put(ft)).compile().as_text()
         # Only partial sums cross devices (9 statistics per row and shard when a leaf's last axis
         # is sharded, 9 scalars per shard otherwise), never parameters.
-        gathered = [math.prod(map(int, re.findall(r"\d+", m))) for m in
-                    re.findall(r"= \w+\[([\d,]*)\][^=]*all-gather\(", hlo)]  # fmt: skip
+        shapes_gathered = re.findall(r"= \w+\[([\d,]*)\][^=]*all-gather\(", hlo)
+        gathered = [math.prod(int(n) for n in re.findall(r"\d+", m)) for m in shapes_gathered]
         params = sum(math.prod(s) for s in shapes.values())
         self.assertLess(sum(gathered), 0.05 * params)
         table = fn(put(pre), put(ft))
@@ -351,29 +382,31 @@ class JitAndShardingTest(absltest.TestCase):
                 np.testing.assert_allclose(table[group][measure], value, rtol=1e-5, atol=1e-7)
 
 
-class RankingTest(absltest.TestCase):
-    table = {
-        "embeddings": {"rel_l1": 0.1, "angle": 0.01},
-        "layer_0": {"rel_l1": 0.3, "angle": 0.02},
-        "layer_1": {"rel_l1": 0.2, "angle": 0.03},
-        "layer_2": {"rel_l1": math.nan, "angle": 0.04},
-        "pooler": {"rel_l1": 0.5, "angle": 0.05},
-        "total": {"rel_l1": 9.0, "angle": 9.0},
-    }
+TABLE = {
+    "embeddings": {"rel_l1": 0.1, "angle": 0.01},
+    "layer_0": {"rel_l1": 0.3, "angle": 0.02},
+    "layer_1": {"rel_l1": 0.2, "angle": 0.03},
+    "layer_2": {"rel_l1": math.nan, "angle": 0.04},
+    "pooler": {"rel_l1": 0.5, "angle": 0.05},
+    "total": {"rel_l1": 9.0, "angle": 9.0},
+}
 
+
+class RankingTest(absltest.TestCase):
     def test_rank_layers(self):
-        ranking = distances.rank_layers(self.table)
-        self.assertEqual([r["group"] for r in ranking],
-                         ["pooler", "layer_0", "layer_1", "embeddings", "layer_2"])  # fmt: skip
+        ranking = distances.rank_layers(TABLE)
+        self.assertEqual(
+            [r["group"] for r in ranking], ["pooler", "layer_0", "layer_1", "embeddings", "layer_2"]
+        )
         self.assertEqual([r["rank"] for r in ranking], [1, 2, 3, 4, 5])
         self.assertEqual(ranking[0], {"group": "pooler", "rank": 1, "rel_l1": 0.5, "angle": 0.05})
-        layers = distances.rank_layers(self.table, descending=False, include=r"layer_\d+")
+        layers = distances.rank_layers(TABLE, descending=False, include=r"layer_\d+")
         self.assertEqual([r["group"] for r in layers], ["layer_1", "layer_0", "layer_2"])
-        by_angle = distances.rank_layers(self.table, measure="angle")
+        by_angle = distances.rank_layers(TABLE, measure="angle")
         self.assertEqual(by_angle[0]["group"], "pooler")
 
     def test_critical_layers(self):
-        ranking = distances.rank_layers(self.table)
+        ranking = distances.rank_layers(TABLE)
         self.assertEqual(distances.critical_layers(ranking, 2), ["layer_0", "layer_1"])
         self.assertEqual(distances.critical_layers(ranking, 0), [])
         with self.assertRaisesRegex(ValueError, "4 critical layers"):
@@ -382,10 +415,14 @@ class RankingTest(absltest.TestCase):
     def test_rank_real_table_and_json(self):
         pre, ft = random_pair(bert_paths(3))
         ft["encoder/layer_1/output/dense/bias"] += 5.0
-        ranking = distances.rank_layers(distances.grouped(pre, ft), include=r"layer_\d+")
+        table = distances.grouped(pre, ft)
+        ranking = distances.rank_layers(table, include=r"layer_\d+")
         self.assertEqual(distances.critical_layers(ranking, 1), ["layer_1"])
-        text = json.dumps(distances.to_jsonable({"ranking": ranking, "table": self.table}),
-                          allow_nan=False)  # fmt: skip
+        from_json = distances.rank_layers(distances.to_jsonable(table), include=r"layer_\d+")
+        self.assertEqual([r["group"] for r in from_json], [r["group"] for r in ranking])
+        text = json.dumps(
+            distances.to_jsonable({"ranking": ranking, "table": TABLE}), allow_nan=False
+        )
         self.assertIsNone(json.loads(text)["table"]["layer_2"]["rel_l1"])
         self.assertIsInstance(json.loads(text)["ranking"][0]["rel_l1"], float)
 

@@ -36,7 +36,7 @@ class MeshTest(parameterized.TestCase):
         self.assertEqual(list(mesh.devices.flat), jax.devices()[:1])
 
     def test_param_rules(self):
-        config = ml_collections.ConfigDict(dict(shape=(4, 2), axes=("data", "model")))
+        config = ml_collections.ConfigDict({"shape": (4, 2), "axes": ("data", "model")})
         mesh = sharding.make_mesh(config)
         params = {"layer": {"intermediate": {"kernel": jnp.ones((4, 8)), "bias": jnp.ones(8)}}}
         shardings = sharding.param_shardings(params, mesh, ((".*/intermediate/kernel", (None, "model")),))

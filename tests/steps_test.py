@@ -67,7 +67,7 @@ class StepsTest(parameterized.TestCase):
         padded = {k: np.concatenate([v, v[:2] * 0]) for k, v in batch.items()}
         state = steps.TrainState(jnp.zeros((), jnp.int32), self.params, tx.init(self.params))
         s1, m1 = step(state, {}, batch, jax.random.key(1))
-        s2, m2 = step(state, {}, padded, jax.random.key(1))
+        _s2, m2 = step(state, {}, padded, jax.random.key(1))
         self.assertEqual(int(s1.step), 1)
         # Dropout masks depend on the batch shape, so compare the eval losses instead.
         ev = jax.jit(functools.partial(steps.eval_step, model=self.model, is_regression=False))
