@@ -59,8 +59,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.checkpoint = common.checkpoint_config()
     config.log_every_steps = 20
     config.eval_every_steps = 0  # 0: evaluate at the end of every epoch.
-    config.track_distances = False
-    config.transfer_guard = "disallow"  # Implicit host<->device copies in the training loop fail.  # Log per-layer distance to the pretrained weights at eval.
+    # At each evaluation, log per-layer distances to the step-0 weights (dist/<measure>/<group>).
+    config.track_distances = True
+    config.transfer_guard = "disallow"  # Implicit host<->device copies in the training loop fail.
 
     if args.tiny:
         config.model.random_init.enabled = True

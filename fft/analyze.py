@@ -7,11 +7,14 @@ Writes, into ``--out_dir``:
   layers.png      the paper-style figure: relative L1 distance and angle per group.
 
 Usage:
+  python -m fft.analyze --run=runs/full_ft/cola --out_dir=results/distances/cola  # vs its step 0
+  python -m fft.analyze --pretrained=runs/a --finetuned=runs/b --out_dir=/tmp/ab  # two runs
   python -m fft.analyze --pretrained=pre.npz --finetuned=ft.safetensors --out_dir=/tmp/dist
   python -m fft.analyze --demo --out_dir=/tmp/dist   # synthetic BERT-shaped pair, no files read
 
-Inputs are flat files of '/'-keyed arrays (.npz or .safetensors). Checkpoint directories go through
-:func:`load_params`, the one place to wire the checkpoint loader.
+Inputs are a run's workdir (its latest checkpoint, merged with the weights it kept frozen) or flat
+files of '/'-keyed arrays (.npz or .safetensors). With ``--run``, the reference is the run's own
+step-0 parameters: the pretrained encoder plus the head initialised from the run's seed.
 """
 
 from __future__ import annotations
@@ -41,19 +44,21 @@ def load_params(path: PathLike) -> dict[str, Any]:
     """Loads a parameter tree as a flat ``{'/'-joined path: array}`` dict.
 
     Args:
-      path: a ``.npz`` or ``.safetensors`` file whose keys are '/'-joined parameter paths.
+      path: a run's workdir (config.json + checkpoints/; gives the latest checkpoint's full
+        parameters), or a ``.npz`` / ``.safetensors`` file keyed by '/'-joined parameter paths.
 
     Returns:
       The flat dict; :mod:`fft.distances` accepts it like the nested flax tree.
 
     Raises:
-      NotImplementedError: for a directory (an Orbax checkpoint or a Hugging Face model dir):
-        the hook where the lead wires ``fft.checkpoint`` / ``fft.models.loading``.
+      FileNotFoundError: a missing path, or a directory that is not a run's workdir.
       ValueError: for any other file type.
     """
     path = pathlib.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or directory")
     if path.is_dir():
-        raise NotImplementedError(f"{path}: checkpoint directories are not wired up yet")
+        return run_params(path)[1]
     if path.suffix == ".npz":
         with np.load(path) as data:
             return {k: data[k] for k in data.files}
@@ -62,6 +67,27 @@ def load_params(path: PathLike) -> dict[str, Any]:
 
         return dict(load_file(str(path)))
     raise ValueError(f"{path}: expected a .npz or .safetensors file or a checkpoint directory")
+
+
+def run_params(workdir: PathLike) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """A run's step-0 and latest-checkpoint parameters, both complete and flat.
+
+    The step-0 tree is rebuilt from the run's config.json (pretrained weights + head from the
+    seed); leaves the run did not train are taken from it.
+
+    Returns:
+      (initial, final, step of the checkpoint).
+    """
+    from fft import checkpoint, train  # Heavy imports (models, data) only when a run is read.
+
+    workdir = pathlib.Path(workdir)
+    if not (workdir / "config.json").is_file():
+        raise FileNotFoundError(f"{workdir}: no config.json; expected a run's workdir")
+    config = train.load_run_config(workdir)
+    initial = train.initial_params(config)
+    state, step = checkpoint.load_state_dict(workdir)
+    final = train.full_params(config, initial, state["params"])
+    return distances.flatten(initial), distances.flatten(final), step
 
 
 def bert_shapes(
@@ -233,8 +259,9 @@ def write_report(
 def main(argv: Sequence[str] | None = None) -> int:
     """Parses flags, loads both trees, writes the report and prints the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pretrained", help=".npz/.safetensors file or checkpoint directory")
-    parser.add_argument("--finetuned", help=".npz/.safetensors file or checkpoint directory")
+    parser.add_argument("--run", help="a run's workdir: compare its latest checkpoint with step 0")
+    parser.add_argument("--pretrained", help=".npz/.safetensors file or a run's workdir")
+    parser.add_argument("--finetuned", help=".npz/.safetensors file or a run's workdir")
     parser.add_argument("--out_dir", required=True)
     parser.add_argument("--atol", type=float, default=0.0, help="frac_changed tolerance")
     parser.add_argument("--rtol", type=float, default=0.0, help="frac_changed tolerance")
@@ -246,11 +273,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             bert_shapes(num_layers=12, hidden=64, intermediate=256, vocab=1000)
         )
         title = "synthetic BERT pair (noise grows with depth)"
+    elif args.run:
+        pre, ft, step = run_params(args.run)
+        title = f"{pathlib.Path(args.run).name}: step {step} vs pretrained (step 0)"
     elif args.pretrained and args.finetuned:
         pre, ft = load_params(args.pretrained), load_params(args.finetuned)
         title = f"{pathlib.Path(args.finetuned).name} vs {pathlib.Path(args.pretrained).name}"
     else:
-        parser.error("give --pretrained and --finetuned, or --demo")
+        parser.error("give --run, or --pretrained and --finetuned, or --demo")
     report = write_report(
         pre, ft, args.out_dir, distances.Tol(args.atol, args.rtol), args.top_k, title
     )

@@ -56,3 +56,32 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any) -> tuple[Any, in
             f"(was it made with another config?): {e}"
         ) from e
     return restored, step
+
+
+def load_state_dict(workdir: str | pathlib.Path, step: int | None = None) -> tuple[dict[str, Any], int]:
+    """Reads a run's checkpoint without knowing its structure (for analysis, not for resuming).
+
+    Args:
+      workdir: a run's workdir (holding `checkpoints/`), or the `checkpoints/` folder itself.
+      step: which step; default the latest.
+
+    Returns:
+      ({'step', 'params', 'opt_state'} as host NumPy arrays in nested dicts, step).
+
+    Raises:
+      FileNotFoundError: no checkpoint folder, or no (such) step in it.
+    """
+    directory = pathlib.Path(workdir).resolve()
+    if (directory / "checkpoints").is_dir():
+        directory = directory / "checkpoints"
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{workdir}: no checkpoints/ folder (is it a run's workdir?)")
+    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+    steps = manager.all_steps()
+    if not steps:
+        raise FileNotFoundError(f"{directory}: holds no finished checkpoint")
+    step = max(steps) if step is None else step
+    if step not in steps:
+        raise FileNotFoundError(f"{directory}: no checkpoint at step {step} (have {sorted(steps)})")
+    restored = manager.restore(step, args=ocp.args.StandardRestore())
+    return jax.device_get(dict(restored)), step

@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from fft import checkpoint, metrics, models, optim, sharding, steps, writers
+from fft import checkpoint, distances, metrics, models, optim, sharding, steps, writers
 from fft import progress as progress_lib
 from fft.data import batching, glue, tokenize
 from fft.models import loading
@@ -65,6 +65,36 @@ def load_model(config: ml_collections.ConfigDict, num_labels: int) -> ModelBundl
     model = models.create_model(pretrained.model_type, pretrained.model_config, num_labels, dtype)
     params = loading.init_params(model, rng, pretrained.params)
     return ModelBundle(model, params, model_dir, f"{pretrained.model_type} from {model_dir}")
+
+
+def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
+    """The config a run was started with (its workdir's config.json)."""
+    path = pathlib.Path(workdir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; is {workdir} a run's workdir?")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def initial_params(config: ml_collections.ConfigDict) -> Any:
+    """The full parameter tree a run starts from (pretrained encoder + seeded head), on the host."""
+    return load_model(config, glue.get_task(config.task).num_labels).params
+
+
+def full_params(config: ml_collections.ConfigDict, initial: Any, trained: Any) -> Any:
+    """The complete model of a run: its trained leaves over its step-0 tree (frozen leaves)."""
+    del config  # Every method so far stores plain parameter leaves.
+    return _override(initial, trained)
+
+
+def _override(base: Any, new: Any) -> Any:
+    if not isinstance(new, dict):
+        return new
+    out = dict(base)
+    for key, value in new.items():
+        if key not in base:
+            raise KeyError(f"Checkpoint leaf {key!r} is not in the model's parameters")
+        out[key] = _override(base[key], value)
+    return out
 
 
 def _onto_mesh(mesh, x: jax.Array) -> jax.Array:
@@ -158,6 +188,10 @@ class Run:
     rng: jax.Array
     steps_per_epoch: int
     num_steps: int
+    # With config.track_distances: the parameters at step 0 (on device) and a jitted
+    # fn(initial, current) -> {group: {measure: scalar}} (fft.distances.make_distance_fn).
+    initial_params: Any = None
+    distance_fn: Any = None
 
 
 def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run, steps.TrainState, int | None]:
@@ -213,11 +247,16 @@ def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run
     eval_fn = functools.partial(
         evaluate, eval_step, batch_size=config.eval_batch_size, buckets=data.buckets, mesh=mesh, task=task
     )
+    initial_params = distance_fn = None
+    if config.track_distances:
+        initial_params = jax.device_put(bundle.params, param_sh)  # A copy: `state` is donated.
+        distance_fn = distances.make_distance_fn(distances.DEFAULT_LAYER_GROUPS)
     run = Run(
         config=config, workdir=workdir, task=task, data=data, model_description=bundle.description,
         mesh=mesh, train_fn=train_fn, eval_fn=eval_fn, manager=manager, writer=writer, frozen={},
         rng=jax.device_put(jax.random.key(config.seed + 1), repl),
         steps_per_epoch=steps_per_epoch, num_steps=num_steps,
+        initial_params=initial_params, distance_fn=distance_fn,
     )
     return run, state, restored_step
 
@@ -228,7 +267,31 @@ def evaluate_all(run: Run, state: steps.TrainState, step: int) -> dict[str, dict
         results[split] = run.eval_fn(state.params, run.frozen, encoded)
         run.writer.write_scalars(step, {f"eval/{split}/{k}": v for k, v in results[split].items()})
         logging.info("eval %s at step %d: %s", split, step, results[split])
+    if run.distance_fn is not None:
+        log_distances(run, state, step)
     return results
+
+
+TRACKED_MEASURES = ("rel_l1", "rel_l2", "angle")
+
+
+def log_distances(run: Run, state: steps.TrainState, step: int) -> dict[str, dict[str, float]]:
+    """Writes `dist/<measure>/<group>` (distance from the step-0 weights) for every group.
+
+    One jitted call computes all groups on the devices; only the scalars come to the host."""
+    current = steps.merge_trees(state.params, run.frozen)
+    table = jax.device_get(run.distance_fn(run.initial_params, current))
+    table = distances.sort_groups(table, distances.DEFAULT_LAYER_GROUPS)
+    scalars = {
+        f"dist/{m}/{group}": float(values[m]) for group, values in table.items() for m in TRACKED_MEASURES
+    }
+    run.writer.write_scalars(step, scalars)
+    total = table[distances.TOTAL]
+    logging.info(
+        "distance from step 0 at step %d: rel_l1 %.3g rel_l2 %.3g angle %.3g rad",
+        step, total["rel_l1"], total["rel_l2"], total["angle"],
+    )
+    return table
 
 
 def train_loop(run: Run, state: steps.TrainState, first_step: int) -> tuple[steps.TrainState, dict[str, Any]]:

@@ -59,8 +59,11 @@ class AnalyzeTest(absltest.TestCase):
         save_file(tree, str(tmp / "p.safetensors"))
         loaded = analyze.load_params(tmp / "p.safetensors")
         self.assertEqual(loaded["encoder/layer_0/output/dense/bias"].dtype, jnp.bfloat16)
-        with self.assertRaises(NotImplementedError):
-            analyze.load_params(tmp)
+        with self.assertRaisesRegex(FileNotFoundError, "config.json"):
+            analyze.load_params(tmp)  # A directory that is not a run's workdir.
+        with self.assertRaisesRegex(FileNotFoundError, "missing.npz"):
+            analyze.load_params(tmp / "missing.npz")
+        (tmp / "p.msgpack").write_bytes(b"")
         with self.assertRaisesRegex(ValueError, "npz"):
             analyze.load_params(tmp / "p.msgpack")
 

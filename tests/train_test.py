@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import struct
 import subprocess
 import sys
 from unittest import mock
@@ -11,9 +12,25 @@ import numpy as np
 from absl.testing import absltest
 
 from configs import glue as glue_config
-from fft import steps, train
+from fft import analyze, distances, steps, train
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def event_scalars(workdir) -> dict[str, dict[int, float]]:
+    """Reads every scalar from a workdir's TensorBoard event files: {tag: {step: value}}."""
+    from tensorboardX.proto import event_pb2
+
+    out: dict[str, dict[int, float]] = {}
+    for path in pathlib.Path(workdir).glob("events.out.tfevents*"):
+        data, pos = path.read_bytes(), 0
+        while pos < len(data):  # TFRecord: u64 length, u32 crc, payload, u32 crc.
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
+            pos += 16 + length
+            for value in event.summary.value:
+                out.setdefault(value.tag, {})[event.step] = value.simple_value
+    return out
 
 
 def tiny_config(**overrides):
@@ -36,7 +53,20 @@ class TrainTest(absltest.TestCase):
         self.assertBetween(final["eval"]["dev"]["accuracy"], 0.0, 1.0)
         saved = json.loads((pathlib.Path(workdir) / "final_metrics.json").read_text())
         self.assertEqual(saved["eval"], final["eval"])
-        self.assertTrue(list(pathlib.Path(workdir).glob("events.out.tfevents*")))
+        scalars = event_scalars(workdir)
+        self.assertIn(3, scalars["eval/dev/accuracy"])
+        # Per-layer distances to the step-0 weights are logged at each evaluation and grow.
+        for group in ("embeddings", "layer_0", "layer_1", "pooler", "head", "total"):
+            self.assertGreater(scalars[f"dist/rel_l1/{group}"][3], 0.0)
+        self.assertGreater(scalars["dist/rel_l2/total"][6], scalars["dist/rel_l2/total"][3])
+        # fft.analyze rebuilds step 0 from config.json and reads the checkpoint of step 6.
+        initial, latest, step = analyze.run_params(workdir)
+        self.assertEqual(step, 6)
+        self.assertEqual(initial.keys(), latest.keys())
+        table = distances.grouped(initial, latest)
+        np.testing.assert_allclose(
+            table["total"]["rel_l2"], scalars["dist/rel_l2/total"][6], rtol=1e-4
+        )
         # A longer run in the same workdir continues from the checkpoint at step 6.
         longer = train.train_and_evaluate(tiny_config(num_train_steps=9), workdir)
         self.assertEqual(longer["resumed_from_step"], 6)
