@@ -7,6 +7,7 @@ fine-tuning) and is merged in inside the loss, so no gradient is ever computed f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -57,8 +58,14 @@ def predictions(outputs: jax.Array, is_regression: bool) -> jax.Array:
     return jnp.argmax(outputs, axis=-1).astype(jnp.int32)
 
 
-def _apply(model: nn.Module, params: Any, batch: Batch, *, deterministic: bool, rng=None) -> jax.Array:
+def _apply(
+    model: nn.Module, params: Any, batch: Batch, *, deterministic: bool, rng=None, forward=None
+) -> jax.Array:
+    """Logits of `model` on `batch`; `forward` replaces `model.apply` (e.g. the feature cache's
+    `cached_apply`, which reads `batch['hidden']` instead of token ids)."""
     rngs = None if deterministic else {"dropout": rng}
+    if forward is not None:
+        return forward({"params": params}, batch, deterministic=deterministic, rngs=rngs)
     return model.apply(
         {"params": params},
         batch["input_ids"],
@@ -82,13 +89,18 @@ def train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
     is_regression: bool,
+    assemble: Callable[[Any, Any], Any] = merge_trees,
+    forward: Callable[..., jax.Array] | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer step on a global batch; returns the new state and scalar metrics."""
+    """One optimizer step on a global batch; returns the new state and scalar metrics.
+
+    `assemble(trainable, frozen)` builds the model's parameters inside the loss (default: merge
+    the two trees; supermasks apply their masks here); `forward` overrides `model.apply`."""
     step_rng = jax.random.fold_in(rng, state.step)
 
     def loss_fn(trainable):
-        params = merge_trees(trainable, frozen)
-        outputs = _apply(model, params, batch, deterministic=False, rng=step_rng)
+        params = assemble(trainable, frozen)
+        outputs = _apply(model, params, batch, deterministic=False, rng=step_rng, forward=forward)
         return weighted_mean(example_losses(outputs, batch["labels"], is_regression), batch["weights"])
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
@@ -103,10 +115,16 @@ def train_step(
 
 
 def eval_step(
-    params: Any, frozen: Any, batch: Batch, *, model: nn.Module, is_regression: bool
+    params: Any,
+    frozen: Any,
+    batch: Batch,
+    *,
+    model: nn.Module,
+    is_regression: bool,
+    assemble: Callable[[Any, Any], Any] = merge_trees,
 ) -> dict[str, jax.Array]:
     """Forward pass without dropout: per-example predictions and the summed weighted loss."""
-    outputs = _apply(model, merge_trees(params, frozen), batch, deterministic=True)
+    outputs = _apply(model, assemble(params, frozen), batch, deterministic=True)
     losses = example_losses(outputs, batch["labels"], is_regression)
     return {
         "predictions": predictions(outputs, is_regression),

@@ -260,11 +260,22 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: jax.Array, attention_mask: jax.Array | None, *, deterministic: bool
+        self,
+        x: jax.Array,
+        attention_mask: jax.Array | None,
+        *,
+        deterministic: bool,
+        start: int = 0,
+        stop: int | None = None,
     ) -> jax.Array:
-        """Maps x [batch, seq, hidden] and a 0/1 key mask [batch, seq] to [batch, seq, hidden]."""
+        """Maps x [batch, seq, hidden] and a 0/1 key mask [batch, seq] to [batch, seq, hidden].
+
+        `start`/`stop` run only layers start..stop-1 (a frozen prefix, or the rest above it)."""
         bias = attention_bias(attention_mask, x.shape[1])
-        for i in range(self.spec.num_layers):
+        stop = self.spec.num_layers if stop is None else stop
+        if not 0 <= start <= stop <= self.spec.num_layers:
+            raise ValueError(f"layers {start}..{stop} outside 0..{self.spec.num_layers}")
+        for i in range(start, stop):
             x = Layer(self.spec, self.dtype, name=f"layer_{i}")(
                 x, bias, deterministic=deterministic
             )
@@ -350,6 +361,20 @@ class BertForSequenceClassification(nn.Module):
         """Pooler output [batch, hidden] float32 (same arguments as `encode`)."""
         hidden = self.encode(input_ids, attention_mask, token_type_ids, deterministic=deterministic)
         return self.pooler(hidden)
+
+    def prefix(self, input_ids, attention_mask=None, token_type_ids=None, *, num_layers: int):
+        """Hidden states after the embeddings and encoder layers 0..num_layers-1, dropout off.
+
+        With those layers frozen this is a fixed function of the input: `fft.feature_cache`
+        computes it once per dataset and trains `from_prefix` on the result."""
+        x = self.embeddings(input_ids, token_type_ids, deterministic=True)
+        return self.encoder(x, attention_mask, deterministic=True, stop=num_layers)
+
+    def from_prefix(self, hidden, attention_mask=None, *, start: int, deterministic: bool):
+        """Logits from the hidden states entering layer `start` (the output of `prefix`)."""
+        hidden = self.encoder(hidden, attention_mask, deterministic=deterministic, start=start)
+        pooled = self.pooler(hidden)
+        return self.classifier(self.head_dropout(pooled, deterministic=deterministic))
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *, deterministic: bool):
         """Logits [batch, num_labels] float32 (same arguments as `encode`)."""

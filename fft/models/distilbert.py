@@ -160,11 +160,25 @@ class DistilBertForSequenceClassification(nn.Module):
         x = self.embeddings(input_ids, deterministic=deterministic)
         return self.encoder(x, attention_mask, deterministic=deterministic)
 
+    def prefix(self, input_ids, attention_mask=None, token_type_ids=None, *, num_layers: int):
+        """Hidden states after the embeddings and encoder layers 0..num_layers-1, dropout off."""
+        del token_type_ids
+        x = self.embeddings(input_ids, deterministic=True)
+        return self.encoder(x, attention_mask, deterministic=True, stop=num_layers)
+
+    def from_prefix(self, hidden, attention_mask=None, *, start: int, deterministic: bool):
+        """Logits from the hidden states entering layer `start` (the output of `prefix`)."""
+        hidden = self.encoder(hidden, attention_mask, deterministic=deterministic, start=start)
+        return self._head(hidden, deterministic)
+
+    def _head(self, hidden, deterministic: bool):
+        pooled = self.pre_classifier(hidden[:, 0])
+        return self.classifier(self.head_dropout(pooled, deterministic=deterministic))
+
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *, deterministic: bool):
         """Logits [batch, num_labels] float32 (same arguments as `encode`)."""
         hidden = self.encode(input_ids, attention_mask, token_type_ids, deterministic=deterministic)
-        pooled = self.pre_classifier(hidden[:, 0])
-        return self.classifier(self.head_dropout(pooled, deterministic=deterministic))
+        return self._head(hidden, deterministic)
 
 
 # --- Hugging Face weight names (used by `loading.convert_hf_state_dict`) ---
