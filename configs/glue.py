@@ -55,6 +55,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.num_epochs = 3.0
     config.num_train_steps = 0  # > 0 overrides num_epochs.
     config.optim = common.optim_config(lr=5e-5)
+    config.partition = {
+        # Which parameters train (fft.partition): full | head | bitfit | layernorm |
+        # layers:<sel> (e.g. layers:top2, layers:4-5) | critical:<k> (needs distances_file).
+        "preset": "full",
+        "rules": "",  # Overrides preset: 'regex=label;regex=label', label 'frozen' = no training.
+        "distances_file": "",  # distances.json of an earlier run (fft.analyze) for critical:<k>.
+        "head_lr": 0.0,  # Learning rate of the 'head' group; 0 uses optim.lr.
+        "feature_cache": False,  # Run the frozen bottom layers once per dataset (no dropout there).
+    }
+    config.export_delta = True  # Write the trained leaves to <workdir>/task_delta.safetensors.
     config.mesh = common.mesh_config()
     config.checkpoint = common.checkpoint_config()
     config.log_every_steps = 20

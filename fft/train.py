@@ -20,9 +20,22 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from absl import logging
 
-from fft import checkpoint, distances, metrics, models, optim, sharding, steps, writers
+from fft import (
+    checkpoint,
+    delta,
+    distances,
+    feature_cache,
+    metrics,
+    models,
+    optim,
+    partition,
+    sharding,
+    steps,
+    writers,
+)
 from fft import progress as progress_lib
 from fft.data import batching, glue, tokenize
 from fft.models import loading
@@ -170,6 +183,70 @@ def check_finite(step: int, loss: float, workdir: pathlib.Path) -> None:
         )
 
 
+def partition_rules(config: ml_collections.ConfigDict, model) -> list[tuple[str, str]]:
+    """The run's (regex, label) rules: `partition.rules` if given, else the named preset."""
+    cfg = config.partition
+    if cfg.rules:
+        rules = []
+        for item in cfg.rules.split(";"):
+            regex, sep, label = item.rpartition("=")
+            if not sep or not regex or not label:
+                raise partition.PartitionError(
+                    f"partition.rules item {item!r}: expected 'regex=label' (items separated by ';')"
+                )
+            rules.append((regex.strip(), label.strip()))
+        return rules
+    head = "(" + "|".join(type(model).head_names) + ")/.*"
+    return partition.preset_rules(
+        cfg.preset, model.config.encoder_spec.num_layers,
+        distances_file=cfg.distances_file or None, head=head,
+    )
+
+
+def partition_and_optimizer(config: ml_collections.ConfigDict, bundle: ModelBundle, num_steps: int):
+    """Splits the parameters into trainable and frozen trees and builds the optimizer.
+
+    Returns (trainable, frozen, tx): host trees, and an `optax.partition` over the trainable tree
+    only (label 'head' gets `partition.head_lr` if set), after global-norm clipping."""
+    rules = partition_rules(config, bundle.model)
+    label_tree = partition.labels(bundle.params, rules)
+    logging.info("Partition (%s):\n%s", config.partition.rules or config.partition.preset,
+                 partition.summary(bundle.params, label_tree, rules))
+    trainable, frozen = partition.split(bundle.params, label_tree)
+    body = config.optim.copy_and_resolve_references()
+    body.max_grad_norm = 0.0  # Clipped once below, over all trainable leaves together.
+    head = body.copy_and_resolve_references()
+    if config.partition.head_lr:
+        head.lr = config.partition.head_lr
+    labels = partition.trainable_labels(label_tree)
+    transforms = {
+        label: optim.adamw(head if label == "head" else body, num_steps)
+        for label in set(jax.tree.leaves(labels))
+    }
+    tx = partition.make_optimizer(labels, transforms)
+    if config.optim.max_grad_norm:
+        tx = optax.chain(optax.clip_by_global_norm(config.optim.max_grad_norm), tx)
+    return trainable, frozen, tx
+
+
+def build_feature_cache(config, bundle, data, trainable_host, params, frozen, mesh):
+    """Runs the frozen prefix once over the training set (see fft.feature_cache)."""
+    num_layers = bundle.model.config.encoder_spec.num_layers
+    start = feature_cache.first_trainable_layer(partition.flat_paths(trainable_host), num_layers)
+    if start == 0:
+        raise ValueError(
+            f"partition.feature_cache needs frozen embeddings and a frozen bottom encoder layer; "
+            f"partition {config.partition.rules or config.partition.preset!r} trains them"
+        )
+    t0 = time.perf_counter()
+    cache = feature_cache.build(
+        bundle.model, steps.merge_trees(params, frozen), data.train, start=start,
+        batch_size=config.eval_batch_size, buckets=data.buckets, mesh=mesh,
+    )
+    logging.info("Feature cache of layers 0..%d built in %.1fs", start - 1, time.perf_counter() - t0)
+    return cache
+
+
 @dataclasses.dataclass
 class Run:
     """Everything the training loop needs, built once by `setup`."""
@@ -192,6 +269,9 @@ class Run:
     # fn(initial, current) -> {group: {measure: scalar}} (fft.distances.make_distance_fn).
     initial_params: Any = None
     distance_fn: Any = None
+    cache: Any = None  # feature_cache.FeatureCache when the frozen prefix is cached.
+    trainable_params: int = 0
+    total_params: int = 0
 
 
 def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run, steps.TrainState, int | None]:
@@ -217,9 +297,11 @@ def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run
     mesh = sharding.make_mesh(config.mesh)
     if config.batch_size % mesh.shape["data"]:
         raise ValueError(f"batch_size {config.batch_size} does not split over {mesh.shape['data']} data shards")
-    tx = optim.adamw(config.optim, num_steps)
-    param_sh = sharding.param_shardings(bundle.params, mesh, config.mesh.param_rules)
-    params = jax.device_put(bundle.params, param_sh)
+    trainable_host, frozen_host, tx = partition_and_optimizer(config, bundle, num_steps)
+    param_sh = sharding.param_shardings(trainable_host, mesh, config.mesh.param_rules)
+    frozen_sh = sharding.param_shardings(frozen_host, mesh, config.mesh.param_rules)
+    params = jax.device_put(trainable_host, param_sh)
+    frozen = jax.device_put(frozen_host, frozen_sh)
     repl = sharding.replicated(mesh)
     # Optimizer moments follow their parameters' shardings (jit propagates them); counters replicate.
     opt_state = jax.tree.map(functools.partial(_onto_mesh, mesh), jax.jit(tx.init)(params))
@@ -233,15 +315,21 @@ def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run
 
     batch_sh = sharding.batch_sharding(mesh)
     regression = is_regression(task)
+    cache, forward = None, None
+    if config.partition.feature_cache:
+        cache = build_feature_cache(config, bundle, data, trainable_host, params, frozen, mesh)
+        forward = feature_cache.cached_apply(bundle.model, cache.start)
     train_fn = jax.jit(
-        functools.partial(steps.train_step, model=bundle.model, tx=tx, is_regression=regression),
-        in_shardings=(state_sh, repl, batch_sh, repl),
+        functools.partial(
+            steps.train_step, model=bundle.model, tx=tx, is_regression=regression, forward=forward
+        ),
+        in_shardings=(state_sh, frozen_sh, batch_sh, repl),
         out_shardings=(state_sh, repl),
-        donate_argnums=(0,),
+        donate_argnums=(0,),  # The state; the frozen tree is reused every step.
     )
     eval_step = jax.jit(
         functools.partial(steps.eval_step, model=bundle.model, is_regression=regression),
-        in_shardings=(param_sh, repl, batch_sh),
+        in_shardings=(param_sh, frozen_sh, batch_sh),
         out_shardings=repl,
     )
     eval_fn = functools.partial(
@@ -249,14 +337,17 @@ def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run
     )
     initial_params = distance_fn = None
     if config.track_distances:
-        initial_params = jax.device_put(bundle.params, param_sh)  # A copy: `state` is donated.
+        initial_sh = sharding.param_shardings(bundle.params, mesh, config.mesh.param_rules)
+        initial_params = jax.device_put(bundle.params, initial_sh)  # A copy: `state` is donated.
         distance_fn = distances.make_distance_fn(distances.DEFAULT_LAYER_GROUPS)
     run = Run(
         config=config, workdir=workdir, task=task, data=data, model_description=bundle.description,
-        mesh=mesh, train_fn=train_fn, eval_fn=eval_fn, manager=manager, writer=writer, frozen={},
+        mesh=mesh, train_fn=train_fn, eval_fn=eval_fn, manager=manager, writer=writer, frozen=frozen,
         rng=jax.device_put(jax.random.key(config.seed + 1), repl),
         steps_per_epoch=steps_per_epoch, num_steps=num_steps,
-        initial_params=initial_params, distance_fn=distance_fn,
+        initial_params=initial_params, distance_fn=distance_fn, cache=cache,
+        trainable_params=partition.count_params(trainable_host),
+        total_params=partition.count_params(bundle.params),
     )
     return run, state, restored_step
 
@@ -306,6 +397,8 @@ def train_loop(run: Run, state: steps.TrainState, first_step: int) -> tuple[step
     t_loop = time.perf_counter()
     batches = _batches_from(run.data.train, config, run.steps_per_epoch, first_step, run.num_steps, run.data.buckets)
     for step, batch in batches:
+        if run.cache is not None:
+            batch = feature_cache.batch_features(run.cache, batch)
         batch.pop("index", None)
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
             state, step_metrics = run.train_fn(state, run.frozen, sharding.global_batch_to_device(batch, run.mesh), run.rng)
@@ -357,6 +450,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     step = int(jax.device_get(state.step))
     eval_results = summary["eval"] or evaluate_all(run, state, step)  # Resumed at the end.
     train_seconds = summary["train_seconds"]
+    stored_bytes = None
+    if jax.process_index() == 0 and config.export_delta:
+        stored_bytes = delta.export_delta(
+            jax.device_get(state.params), workdir / "task_delta.safetensors",
+            {"task": run.task.name, "model": run.model_description,
+             "partition": config.partition.rules or config.partition.preset},
+        )
     final = {
         "task": run.task.name,
         "model": run.model_description,
@@ -369,6 +469,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         "train_examples_per_sec": summary["examples_seen"] / train_seconds if summary["examples_seen"] else None,
         "wall_seconds": time.perf_counter() - t_start,
         "eval": eval_results,
+        "partition": config.partition.rules or config.partition.preset,
+        "feature_cache": run.cache is not None,
+        "trainable_params": run.trainable_params,
+        "total_params": run.total_params,
+        "stored_bytes": stored_bytes,
         "devices": jax.device_count(),
         "platform": jax.devices()[0].platform,
     }
