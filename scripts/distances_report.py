@@ -25,10 +25,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
-from fft import analyze, distances  # noqa: E402
+from fft import analyze, distances
 
 TASKS = ("cola", "stsb", "rte", "sst2")
 MEASURES = ("rel_l1", "rel_l2", "angle", "frac_changed")
@@ -58,11 +58,11 @@ def write_summary(reports: dict[str, dict], out_dir: pathlib.Path) -> None:
     groups = [g for g in next(iter(reports.values()))["groups"] if g != distances.TOTAL]
     lines = [
         "Distance of the fully fine-tuned MiniLM from its pretrained weights (encoder + pooler;",
-        "the head is freshly initialised and shown separately). Regenerate: "
-        "`python scripts/distances_report.py`.",
+        ("the head is freshly initialised and shown separately). Regenerate: "
+        "`python scripts/distances_report.py`."),
         "",
-        "| task | rel. L1 (all) | rel. L2 (all) | angle (all, deg) | rel. L1 encoder layers, min-max | "
-        "most-moved layers (rel. L1) |",
+        ("| task | rel. L1 (all) | rel. L2 (all) | angle (all, deg) | rel. L1 encoder layers, min-max | "
+        "most-moved layers (rel. L1) |"),
         "|---|---|---|---|---|---|",
     ]
     rows = []

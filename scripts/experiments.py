@@ -1,0 +1,49 @@
+"""Shared pieces of the experiment drivers: run `fft.main` once per workdir, collect results.
+
+A run is skipped when its workdir already has final_metrics.json; an interrupted run resumes from
+its checkpoint when the driver is started again.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shlex
+import subprocess
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def command(task: str, workdir: pathlib.Path, overrides: list[str]) -> list[str]:
+    return [sys.executable, "-m", "fft.main", f"--config=configs/glue.py:task={task}",
+            f"--workdir={workdir}", "--config.checkpoint.every_steps=200", *overrides]
+
+
+def display_command(task: str, workdir: pathlib.Path, overrides: list[str]) -> str:
+    """The command as a user types it from the repo root."""
+    rel = workdir.relative_to(REPO) if workdir.is_relative_to(REPO) else workdir
+    return "python -m fft.main " + shlex.join(command(task, rel, overrides)[3:])
+
+
+def run(task: str, workdir: pathlib.Path, overrides: list[str]) -> dict:
+    """Runs (or resumes) one fine-tuning run unless it has finished; returns its final metrics."""
+    final = workdir / "final_metrics.json"
+    if not final.exists():
+        workdir.mkdir(parents=True, exist_ok=True)
+        cmd = command(task, workdir, overrides)
+        print("$", display_command(task, workdir, overrides), flush=True)
+        t0 = time.time()
+        with open(workdir.parent / f"{workdir.name}.log", "a") as log:
+            subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True)
+        print(f"  done in {time.time() - t0:.0f}s", flush=True)
+    return json.loads(final.read_text())
+
+
+def primary_metric(task: str, dev: dict) -> tuple[str, float]:
+    """(name, value in %) of the task's headline dev metric (MCC, Pearson, accuracy...)."""
+    from fft.data import glue
+
+    name = glue.get_task(task).primary_metric
+    return name, 100 * dev[name]

@@ -1,0 +1,213 @@
+"""Which parameters need to train? Partition presets x GLUE tasks, and a data-fraction sweep.
+
+  python scripts/partition_sweep.py                 # runs what is missing, writes the tables
+  python scripts/partition_sweep.py --table_only    # rebuild results from finished runs
+  python scripts/partition_sweep.py --part=methods  # or --part=fraction
+
+Methods (packaged MiniLM, batch 32, max length 128, same epochs as full fine-tuning: 3, SST-2 1):
+  full        every weight (the run of scripts/glue_full_ft.py, lr 5e-5)
+  bitfit      biases + head, lr 1e-3 (BitFit's range; 5e-5 barely moves biases)
+  head        classifier only, lr 1e-3, frozen-prefix feature cache
+  top1..top3  top k encoder layers (+ pooler) + head, lr 1e-4, feature cache
+  critical2   the 2 layers that moved most in this task's full run (results/distances/<task>),
+              lr 1e-4, feature cache when the lowest of them is above layer 0
+Data fraction (Doering et al.): full and bitfit at 10/30/50/100% of CoLA and STS-B training data.
+
+Writes results/partitions.{md,csv,json}, results/data_fraction.{md,csv,json,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import pathlib
+import subprocess
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from scripts import experiments
+
+REPO = experiments.REPO
+TASKS = ("cola", "stsb", "rte", "sst2")
+EPOCHS = {"sst2": ["--config.num_epochs=1"]}
+CACHE = ["--config.partition.feature_cache=true"]
+METHODS = {
+    "bitfit": ["--config.partition.preset=bitfit", "--config.optim.lr=1e-3"],
+    "head": ["--config.partition.preset=head", "--config.optim.lr=1e-3", *CACHE],
+    "top1": ["--config.partition.preset=layers:top1", "--config.optim.lr=1e-4", *CACHE],
+    "top2": ["--config.partition.preset=layers:top2", "--config.optim.lr=1e-4", *CACHE],
+    "top3": ["--config.partition.preset=layers:top3", "--config.optim.lr=1e-4", *CACHE],
+    "critical2": ["--config.partition.preset=critical:2", "--config.optim.lr=1e-4"],
+}
+FRACTION_TASKS = ("cola", "stsb")
+FRACTIONS = (0.1, 0.3, 0.5)
+
+
+def critical_overrides(task: str) -> list[str]:
+    """critical:2 reads the task's distances.json; the cache is used if the prefix is frozen."""
+    dist = REPO / "results" / "distances" / task / "distances.json"
+    if not dist.exists():
+        subprocess.run(
+            [sys.executable, "-m", "fft.analyze", f"--run=runs/full_ft/{task}",
+             f"--out_dir=results/distances/{task}"], cwd=REPO, check=True,
+        )
+    from fft import partition
+
+    layers = partition.ranked_layers(dist)[:2]
+    extra = [f"--config.partition.distances_file=results/distances/{task}/distances.json"]
+    return extra + (CACHE if min(layers) > 0 else [])
+
+
+def method_runs(tasks) -> list[tuple[str, str, pathlib.Path, list[str]]]:
+    runs = []
+    for task in tasks:
+        for method, overrides in METHODS.items():
+            extra = critical_overrides(task) if method == "critical2" else []
+            runs.append((task, method, REPO / "runs" / "partitions" / task / method,
+                         [*overrides, *extra, *EPOCHS.get(task, [])]))
+    return runs
+
+
+def fraction_runs() -> list[tuple[str, str, float, pathlib.Path, list[str]]]:
+    runs = []
+    for task in FRACTION_TASKS:
+        for fraction in FRACTIONS:
+            for method in ("full", "bitfit"):
+                overrides = [f"--config.data.train_fraction={fraction}"]
+                if method == "bitfit":
+                    overrides += METHODS["bitfit"]
+                workdir = REPO / "runs" / "fraction" / task / f"{method}_{int(100 * fraction)}"
+                runs.append((task, method, fraction, workdir, overrides))
+    return runs
+
+
+def row(task: str, method: str, workdir: pathlib.Path, overrides: list[str]) -> dict | None:
+    path = workdir / "final_metrics.json"
+    if not path.exists():
+        return None
+    m = json.loads(path.read_text())
+    name, value = experiments.primary_metric(task, m["eval"]["dev"])
+    return {
+        "task": task, "method": method, "metric": name, "dev": round(value, 2),
+        "trainable_params": m["trainable_params"], "total_params": m["total_params"],
+        "stored_bytes": m["stored_bytes"], "train_seconds": round(m["train_seconds"], 1),
+        "train_examples_per_sec": round(m["train_examples_per_sec"], 1),
+        "epochs": round(m["epochs"], 2), "train_examples": m["train_examples"],
+        "feature_cache": m.get("feature_cache", False), "partition": m.get("partition", "full"),
+        "command": experiments.display_command(task, workdir, overrides),
+    }
+
+
+def full_row(task: str) -> dict | None:
+    return row(task, "full", REPO / "runs" / "full_ft" / task, EPOCHS.get(task, []))
+
+
+def write(rows: list[dict], stem: str, header: str, columns: list[tuple[str, str]]) -> None:
+    out = REPO / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(rows, indent=1))
+    with open(out / f"{stem}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["task"])
+        w.writeheader()
+        w.writerows(rows)
+    lines = [header, "", "| " + " | ".join(t for _, t in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(r[k]) for k, _ in columns) + " |" for r in rows]
+    lines += ["", "Commands:", ""] + [f"- `{r['command']}`" for r in rows]
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[: 4 + len(rows)]))
+
+
+def methods_table(tasks) -> None:
+    rows = []
+    for task in tasks:
+        rows.append(full_row(task))
+        rows += [row(t, m, w, o) for t, m, w, o in method_runs([task])]
+    rows = [r for r in rows if r]
+    for r in rows:
+        full = next((f for f in rows if f["task"] == r["task"] and f["method"] == "full"), None)
+        r["dev_vs_full"] = round(r["dev"] - full["dev"], 2) if full else None
+        r["time_vs_full"] = round(r["train_seconds"] / full["train_seconds"], 2) if full else None
+    write(
+        rows, "partitions",
+        "Which parameters train: dev score (%) of each partition of the packaged MiniLM "
+        "(regenerate: `python scripts/partition_sweep.py`). stored bytes = the task delta "
+        "(trained leaves, safetensors); train time excludes evaluation.",
+        [("task", "task"), ("method", "method"), ("metric", "metric"), ("dev", "dev"),
+         ("dev_vs_full", "dev - full"), ("trainable_params", "trainable params"),
+         ("stored_bytes", "stored bytes"), ("train_seconds", "train s"),
+         ("time_vs_full", "time / full"), ("feature_cache", "cache")],
+    )
+
+
+def fraction_table() -> None:
+    rows = []
+    for task in FRACTION_TASKS:
+        for t, method, fraction, workdir, overrides in fraction_runs():
+            if t == task and (r := row(task, method, workdir, overrides)):
+                rows.append({"fraction": fraction, **r})
+        for method, workdir, overrides in (
+            ("full", REPO / "runs" / "full_ft" / task, []),
+            ("bitfit", REPO / "runs" / "partitions" / task / "bitfit", METHODS["bitfit"]),
+        ):
+            if r := row(task, method, workdir, overrides):
+                rows.append({"fraction": 1.0, **r})
+    rows.sort(key=lambda r: (r["task"], r["method"], r["fraction"]))
+    write(
+        rows, "data_fraction",
+        "Full fine-tuning vs BitFit on a fraction of the training data (deterministic subsets from "
+        "the seed; same epochs). Regenerate: `python scripts/partition_sweep.py --part=fraction`.",
+        [("task", "task"), ("method", "method"), ("fraction", "fraction"), ("metric", "metric"),
+         ("dev", "dev"), ("train_examples", "train examples"), ("train_seconds", "train s")],
+    )
+    plot_fraction(rows)
+
+
+def plot_fraction(rows: list[dict]) -> None:
+    from matplotlib.figure import Figure
+
+    tasks = sorted({r["task"] for r in rows})
+    if not tasks:
+        return
+    fig = Figure(figsize=(5 * len(tasks), 4))
+    axes = fig.subplots(1, len(tasks), squeeze=False)[0]
+    for ax, task in zip(axes, tasks):
+        for method, style in (("full", "o-"), ("bitfit", "s--")):
+            pts = sorted((r["fraction"], r["dev"]) for r in rows if r["task"] == task and r["method"] == method)
+            if pts:
+                ax.plot([100 * x for x, _ in pts], [y for _, y in pts], style, label=method)
+        metric = next(r["metric"] for r in rows if r["task"] == task)
+        ax.set_title(f"{task}: dev {metric} vs training data")
+        ax.set_xlabel("% of training set")
+        ax.set_ylabel(f"dev {metric} (%)")
+        ax.set_xticks([10, 30, 50, 100])
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(REPO / "results" / "data_fraction.png", dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--part", choices=("all", "methods", "fraction"), default="all")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--table_only", action="store_true")
+    args = parser.parse_args()
+    tasks = args.tasks.split(",")
+    if not args.table_only:
+        if args.part in ("all", "methods"):
+            for task, method, workdir, overrides in method_runs(tasks):
+                if method in args.methods.split(","):
+                    experiments.run(task, workdir, overrides)
+        if args.part in ("all", "fraction"):
+            for task, _, _, workdir, overrides in fraction_runs():
+                if task in tasks:
+                    experiments.run(task, workdir, overrides)
+    methods_table(tasks)
+    fraction_table()
+
+
+if __name__ == "__main__":
+    main()
