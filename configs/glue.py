@@ -64,6 +64,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "head_lr": 0.0,  # Learning rate of the 'head' group; 0 uses optim.lr.
         "feature_cache": False,  # Run the frozen bottom layers once per dataset (no dropout there).
     }
+    config.supermask = {
+        # Learn binary masks over the frozen pretrained weights (fft.supermask); overrides
+        # `partition`: scores for the masked tensors + the head train, nothing else.
+        "enabled": False,
+        "rules": "",  # ';'-separated path regexes; '' = attention + FFN kernels of every layer.
+        "extra_rules": "",  # e.g. 'embeddings/word_embeddings/embedding;pooler/dense/kernel'.
+        "mode": "threshold",  # 'threshold' (score > threshold) or 'topk' (keep_fraction/tensor).
+        "threshold": 0.0,
+        "keep_fraction": 0.95,
+        "init": "uniform",  # 'constant' | 'uniform' | 'magnitude'.
+        "initial_sparsity": 0.05,
+        "init_scale": 0.05,
+        "score_lr": 1e-3,  # The head trains with optim.lr.
+        "l1": 0.0,  # Pull kept scores down while a tensor is below target_sparsity.
+        "target_sparsity": 0.0,
+    }
     config.export_delta = True  # Write the trained leaves to <workdir>/task_delta.safetensors.
     config.mesh = common.mesh_config()
     config.checkpoint = common.checkpoint_config()

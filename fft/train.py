@@ -28,12 +28,14 @@ from fft import (
     delta,
     distances,
     feature_cache,
+    mask_store,
     metrics,
     models,
     optim,
     partition,
     sharding,
     steps,
+    supermask,
     writers,
 )
 from fft import progress as progress_lib
@@ -94,9 +96,26 @@ def initial_params(config: ml_collections.ConfigDict) -> Any:
 
 
 def full_params(config: ml_collections.ConfigDict, initial: Any, trained: Any) -> Any:
-    """The complete model of a run: its trained leaves over its step-0 tree (frozen leaves)."""
-    del config  # Every method so far stores plain parameter leaves.
+    """The complete model of a run: its trained leaves over its step-0 tree (frozen leaves), or
+    for a supermask run, the pretrained weights with the learned masks applied."""
+    if config.supermask.enabled:
+        _, frozen = supermask.split_head(initial, trained["head"].keys())
+        return jax.device_get(supermask.make_assemble(mask_config(config))(trained, frozen))
     return _override(initial, trained)
+
+
+def mask_config(config: ml_collections.ConfigDict) -> supermask.MaskConfig:
+    """The run's supermask.MaskConfig from its `supermask` block."""
+    c = config.supermask
+
+    def split(text: str) -> tuple[str, ...]:
+        return tuple(r for r in text.split(";") if r)
+
+    return supermask.MaskConfig(
+        rules=split(c.rules) or (supermask.ENCODER_RULE,), extra_rules=split(c.extra_rules),
+        mode=c.mode, threshold=c.threshold, keep_fraction=c.keep_fraction, init=c.init,
+        initial_sparsity=c.initial_sparsity, init_scale=c.init_scale, seed=config.seed,
+    )
 
 
 def _override(base: Any, new: Any) -> Any:
@@ -208,6 +227,8 @@ def partition_and_optimizer(config: ml_collections.ConfigDict, bundle: ModelBund
 
     Returns (trainable, frozen, tx): host trees, and an `optax.partition` over the trainable tree
     only (label 'head' gets `partition.head_lr` if set), after global-norm clipping."""
+    if config.supermask.enabled:
+        return supermask_and_optimizer(config, bundle, num_steps)
     rules = partition_rules(config, bundle.model)
     label_tree = partition.labels(bundle.params, rules)
     logging.info("Partition (%s):\n%s", config.partition.rules or config.partition.preset,
@@ -226,6 +247,28 @@ def partition_and_optimizer(config: ml_collections.ConfigDict, bundle: ModelBund
     tx = partition.make_optimizer(labels, transforms)
     if config.optim.max_grad_norm:
         tx = optax.chain(optax.clip_by_global_norm(config.optim.max_grad_norm), tx)
+    return trainable, frozen, tx
+
+
+def supermask_and_optimizer(config: ml_collections.ConfigDict, bundle: ModelBundle, num_steps: int):
+    """Scores for the masked tensors + the head train; the pretrained encoder is frozen."""
+    mcfg = mask_config(config)
+    trainable, frozen = supermask.init_trainable(
+        None, bundle.params, mcfg, head_keys=type(bundle.model).head_names
+    )
+    trainable = jax.device_get(trainable)
+    c = config.supermask
+    tx = supermask.make_optimizer(
+        c.score_lr, config.optim.lr, num_steps, config=mcfg,
+        warmup_fraction=config.optim.warmup_fraction, head_weight_decay=config.optim.weight_decay,
+        l1=c.l1, target_sparsity=c.target_sparsity or None,
+        b1=config.optim.b1, b2=config.optim.b2, eps=config.optim.eps,
+    )
+    logging.info(
+        "Supermask: %d masked tensors (%d entries), initial sparsity %.3f, head %s",
+        len(supermask.flatten(trainable["scores"])),
+        partition.count_params(trainable["scores"]), c.initial_sparsity, sorted(trainable["head"]),
+    )
     return trainable, frozen, tx
 
 
@@ -266,12 +309,14 @@ class Run:
     steps_per_epoch: int
     num_steps: int
     # With config.track_distances: the parameters at step 0 (on device) and a jitted
-    # fn(initial, current) -> {group: {measure: scalar}} (fft.distances.make_distance_fn).
+    # fn(initial, trainable, frozen) -> {group: {measure: scalar}} (fft.distances.grouped).
     initial_params: Any = None
     distance_fn: Any = None
     cache: Any = None  # feature_cache.FeatureCache when the frozen prefix is cached.
     trainable_params: int = 0
     total_params: int = 0
+    assemble: Any = steps.merge_trees  # (trainable, frozen) -> full params, as in the steps.
+    sparsity_fn: Any = None  # Supermask runs: jitted scores -> {path: sparsity, 'total': ...}.
 
 
 def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run, steps.TrainState, int | None]:
@@ -316,19 +361,25 @@ def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run
     batch_sh = sharding.batch_sharding(mesh)
     regression = is_regression(task)
     cache, forward = None, None
+    assemble = steps.merge_trees
+    if config.supermask.enabled:
+        assemble = supermask.make_assemble(mask_config(config))
+        if config.partition.feature_cache:
+            raise ValueError("partition.feature_cache does not apply to supermask runs (every layer is masked)")
     if config.partition.feature_cache:
         cache = build_feature_cache(config, bundle, data, trainable_host, params, frozen, mesh)
         forward = feature_cache.cached_apply(bundle.model, cache.start)
     train_fn = jax.jit(
         functools.partial(
-            steps.train_step, model=bundle.model, tx=tx, is_regression=regression, forward=forward
+            steps.train_step, model=bundle.model, tx=tx, is_regression=regression,
+            forward=forward, assemble=assemble,
         ),
         in_shardings=(state_sh, frozen_sh, batch_sh, repl),
         out_shardings=(state_sh, repl),
         donate_argnums=(0,),  # The state; the frozen tree is reused every step.
     )
     eval_step = jax.jit(
-        functools.partial(steps.eval_step, model=bundle.model, is_regression=regression),
+        functools.partial(steps.eval_step, model=bundle.model, is_regression=regression, assemble=assemble),
         in_shardings=(param_sh, frozen_sh, batch_sh),
         out_shardings=repl,
     )
@@ -339,13 +390,17 @@ def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run
     if config.track_distances:
         initial_sh = sharding.param_shardings(bundle.params, mesh, config.mesh.param_rules)
         initial_params = jax.device_put(bundle.params, initial_sh)  # A copy: `state` is donated.
-        distance_fn = distances.make_distance_fn(distances.DEFAULT_LAYER_GROUPS)
+        rules = distances.DEFAULT_LAYER_GROUPS
+        distance_fn = jax.jit(lambda init, tr, fr: distances.grouped(init, assemble(tr, fr), rules))
     run = Run(
         config=config, workdir=workdir, task=task, data=data, model_description=bundle.description,
         mesh=mesh, train_fn=train_fn, eval_fn=eval_fn, manager=manager, writer=writer, frozen=frozen,
         rng=jax.device_put(jax.random.key(config.seed + 1), repl),
         steps_per_epoch=steps_per_epoch, num_steps=num_steps,
         initial_params=initial_params, distance_fn=distance_fn, cache=cache,
+        assemble=assemble,
+        sparsity_fn=jax.jit(functools.partial(supermask.sparsity, config=mask_config(config)))
+        if config.supermask.enabled else None,
         trainable_params=partition.count_params(trainable_host),
         total_params=partition.count_params(bundle.params),
     )
@@ -360,6 +415,10 @@ def evaluate_all(run: Run, state: steps.TrainState, step: int) -> dict[str, dict
         logging.info("eval %s at step %d: %s", split, step, results[split])
     if run.distance_fn is not None:
         log_distances(run, state, step)
+    if run.sparsity_fn is not None:
+        sparsity = jax.device_get(run.sparsity_fn(state.params["scores"]))
+        run.writer.write_scalars(step, {f"mask/sparsity/{k}": float(v) for k, v in sparsity.items()})
+        logging.info("mask sparsity at step %d: %.4f", step, float(sparsity["total"]))
     return results
 
 
@@ -370,8 +429,7 @@ def log_distances(run: Run, state: steps.TrainState, step: int) -> dict[str, dic
     """Writes `dist/<measure>/<group>` (distance from the step-0 weights) for every group.
 
     One jitted call computes all groups on the devices; only the scalars come to the host."""
-    current = steps.merge_trees(state.params, run.frozen)
-    table = jax.device_get(run.distance_fn(run.initial_params, current))
+    table = jax.device_get(run.distance_fn(run.initial_params, state.params, run.frozen))
     table = distances.sort_groups(table, distances.DEFAULT_LAYER_GROUPS)
     scalars = {
         f"dist/{m}/{group}": float(values[m]) for group, values in table.items() for m in TRACKED_MEASURES
@@ -450,8 +508,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     step = int(jax.device_get(state.step))
     eval_results = summary["eval"] or evaluate_all(run, state, step)  # Resumed at the end.
     train_seconds = summary["train_seconds"]
-    stored_bytes = None
-    if jax.process_index() == 0 and config.export_delta:
+    stored_bytes = mask_bytes = None
+    if jax.process_index() == 0 and config.export_delta and config.supermask.enabled:
+        trained = jax.device_get(state.params)
+        sparsity = {k: float(v) for k, v in jax.device_get(run.sparsity_fn(state.params["scores"])).items()}
+        mask_bytes = mask_store.export_task(
+            workdir / "task_mask", trained["scores"], trained["head"], mask_config(config),
+            {"task": run.task.name, "model": run.model_description},
+        )
+        stored_bytes = mask_bytes["packed_bytes"]
+        mask_bytes["sparsity"] = sparsity
+    elif jax.process_index() == 0 and config.export_delta:
         stored_bytes = delta.export_delta(
             jax.device_get(state.params), workdir / "task_delta.safetensors",
             {"task": run.task.name, "model": run.model_description,
@@ -474,6 +541,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         "trainable_params": run.trainable_params,
         "total_params": run.total_params,
         "stored_bytes": stored_bytes,
+        "mask_store": mask_bytes,
+        "supermask": config.supermask.enabled,
         "devices": jax.device_count(),
         "platform": jax.devices()[0].platform,
     }
