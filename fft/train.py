@@ -98,7 +98,7 @@ def initial_params(config: ml_collections.ConfigDict) -> Any:
 def full_params(config: ml_collections.ConfigDict, initial: Any, trained: Any) -> Any:
     """The complete model of a run: its trained leaves over its step-0 tree (frozen leaves), or
     for a supermask run, the pretrained weights with the learned masks applied."""
-    if config.supermask.enabled:
+    if config.get("supermask", {}).get("enabled", False):  # Configs older than supermasks lack it.
         _, frozen = supermask.split_head(initial, trained["head"].keys())
         return jax.device_get(supermask.make_assemble(mask_config(config))(trained, frozen))
     return _override(initial, trained)
