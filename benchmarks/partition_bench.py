@@ -1,4 +1,5 @@
-"""Train-step time and peak memory of each partition preset, as ratios to full fine-tuning.
+"""Train-step time and peak memory of each partition preset and of supermask training, as ratios
+to full fine-tuning.
 
   python benchmarks/partition_bench.py            # writes results/bench_partitions.json
 
@@ -28,10 +29,10 @@ import numpy as np
 
 from benchmarks.train_bench import _random_batch, _timeit
 from configs import common
-from fft import feature_cache, models, optim, partition, steps
+from fft import feature_cache, models, optim, partition, steps, supermask
 from fft.models import loading
 
-PRESETS = ("full", "bitfit", "head", "layers:top1", "layers:top2", "layers:top3")
+PRESETS = ("full", "bitfit", "head", "layers:top1", "layers:top2", "layers:top3", "supermask")
 CACHED = ("head", "layers:top1", "layers:top2", "layers:top3")
 
 
@@ -44,14 +45,20 @@ def peak_bytes(compiled) -> int | None:
 
 def measure(model, params, preset: str, cache: bool, batch: dict, n: int, warmup: int) -> dict:
     num_layers = model.config.encoder_spec.num_layers
-    rules = partition.preset_rules(preset, num_layers, head="(classifier)/.*")
-    labels = partition.labels(params, rules)
-    trainable, frozen = partition.split(params, labels)
-    cfg = common.optim_config()
-    tx = partition.make_optimizer(
-        partition.trainable_labels(labels),
-        {k: optim.adamw(cfg, 1000) for k in ("train", "head")},
-    )
+    assemble = steps.merge_trees
+    if preset.startswith("supermask"):  # Scores for every attention/FFN kernel + head.
+        mcfg = supermask.MaskConfig(initial_sparsity=0.05)
+        trainable, frozen = supermask.init_trainable(None, params, mcfg, head_keys=("classifier",))
+        tx = supermask.make_optimizer(1e-3, 5e-5, 1000, config=mcfg)
+        assemble = supermask.make_assemble(mcfg)
+    else:
+        rules = partition.preset_rules(preset, num_layers, head="(classifier)/.*")
+        labels = partition.labels(params, rules)
+        trainable, frozen = partition.split(params, labels)
+        tx = partition.make_optimizer(
+            partition.trainable_labels(labels),
+            {k: optim.adamw(common.optim_config(), 1000) for k in ("train", "head")},
+        )
     forward = None
     data = dict(batch)
     if cache:
@@ -65,7 +72,8 @@ def measure(model, params, preset: str, cache: bool, batch: dict, n: int, warmup
     frozen = jax.device_put(frozen)
     state = [steps.TrainState(jnp.zeros((), jnp.int32), trainable, tx.init(trainable))]
     step = jax.jit(
-        functools.partial(steps.train_step, model=model, tx=tx, is_regression=False, forward=forward),
+        functools.partial(steps.train_step, model=model, tx=tx, is_regression=False, forward=forward,
+                          assemble=assemble),
         donate_argnums=(0,),
     )
     data = jax.device_put(data)

@@ -1,0 +1,152 @@
+"""Supermask fine-tuning of the packaged MiniLM (no weight updates) against full fine-tuning.
+
+  python scripts/supermask_sweep.py                   # runs what is missing, writes the table
+  python scripts/supermask_sweep.py --table_only
+  python scripts/supermask_sweep.py --runs=rte:0.05:1e-3,cola:0.05:1e-3   # a subset
+
+A run is task:initial_sparsity:score_lr. Masks cover the attention and feed-forward kernels of all
+6 encoder layers (threshold mode, uniform init, init_scale 0.05); the classifier head trains with
+AdamW at 1e-4 (the pooler is frozen and unmasked); same epochs as full fine-tuning (3, SST-2 1).
+
+Writes results/supermask.{md,csv,json} (dev score vs full fine-tuning, final sparsity, stored
+bytes: dense copy / packed mask / compressed mask) and results/supermask_sparsity.png (final
+sparsity per layer and tensor type).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from scripts import experiments
+
+REPO = experiments.REPO
+EPOCHS = {"sst2": ["--config.num_epochs=1"]}
+HEAD_LR = "1e-4"
+# (task, initial sparsity, score learning rate), in the order they run.
+DEFAULT_RUNS = (
+    ("rte", 0.05, 1e-3), ("cola", 0.05, 1e-3), ("stsb", 0.05, 1e-3), ("sst2", 0.05, 1e-3),
+    ("rte", 0.01, 1e-3), ("rte", 0.10, 1e-3), ("rte", 0.05, 5e-3),
+    ("cola", 0.01, 1e-3), ("cola", 0.10, 1e-3),
+)
+
+
+def overrides(task: str, sparsity: float, score_lr: float) -> list[str]:
+    return ["--config.supermask.enabled=true", f"--config.supermask.initial_sparsity={sparsity}",
+            f"--config.supermask.score_lr={score_lr}", f"--config.optim.lr={HEAD_LR}",
+            *EPOCHS.get(task, [])]
+
+
+def workdir(task: str, sparsity: float, score_lr: float) -> pathlib.Path:
+    return REPO / "runs" / "supermask" / task / f"s{sparsity:g}_lr{score_lr:g}"
+
+
+def parse_runs(text: str):
+    runs = []
+    for item in text.split(","):
+        task, sparsity, lr = item.split(":")
+        runs.append((task, float(sparsity), float(lr)))
+    return runs
+
+
+def table(runs) -> list[dict]:
+    rows = []
+    for task, sparsity, lr in runs:
+        path = workdir(task, sparsity, lr) / "final_metrics.json"
+        full_path = REPO / "runs" / "full_ft" / task / "final_metrics.json"
+        if not path.exists():
+            continue
+        m = json.loads(path.read_text())
+        name, value = experiments.primary_metric(task, m["eval"]["dev"])
+        full = None
+        if full_path.exists():
+            full = experiments.primary_metric(task, json.loads(full_path.read_text())["eval"]["dev"])[1]
+        store = m["mask_store"]
+        rows.append({
+            "task": task, "initial_sparsity": sparsity, "score_lr": lr, "metric": name,
+            "dev": round(value, 2), "full_ft_dev": None if full is None else round(full, 2),
+            "final_sparsity": round(store["sparsity"]["total"], 4),
+            "dense_model_bytes": 4 * m["total_params"],
+            "dense_masked_bytes": store["dense_bytes"], "packed_bytes": store["packed_bytes"],
+            "compressed_bytes": store["compressed_bytes"],
+            "bits_per_entry_compressed": round(store["bits_per_entry_compressed"], 3),
+            "train_seconds": round(m["train_seconds"], 1), "epochs": round(m["epochs"], 2),
+            "sparsity_per_tensor": store["sparsity"],
+            "command": experiments.display_command(task, workdir(task, sparsity, lr),
+                                                   overrides(task, sparsity, lr)),
+        })
+    return rows
+
+
+def write(rows: list[dict]) -> None:
+    out = REPO / "results"
+    (out / "supermask.json").write_text(json.dumps(rows, indent=1))
+    flat = [{k: v for k, v in r.items() if k != "sparsity_per_tensor"} for r in rows]
+    with open(out / "supermask.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(flat[0]) if flat else ["task"])
+        w.writeheader()
+        w.writerows(flat)
+    cols = [("task", "task"), ("initial_sparsity", "initial sparsity"), ("score_lr", "score lr"),
+            ("metric", "metric"), ("dev", "dev"), ("full_ft_dev", "full FT dev"),
+            ("final_sparsity", "final sparsity"), ("dense_model_bytes", "dense model bytes"),
+            ("packed_bytes", "packed mask+head bytes"), ("compressed_bytes", "compressed bytes"),
+            ("bits_per_entry_compressed", "bits/entry (compressed)"), ("train_seconds", "train s")]
+    lines = [
+        ("Supermask fine-tuning of the packaged MiniLM: only binary masks over the frozen attention "
+        "and FFN kernels (and the head) train. Regenerate: `python scripts/supermask_sweep.py`."),
+        "", "| " + " | ".join(t for _, t in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r[k]) for k, _ in cols) + " |" for r in flat]
+    lines += ["", "Commands:", ""] + [f"- `{r['command']}`" for r in flat]
+    (out / "supermask.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[: 4 + len(flat)]))
+    if rows:
+        plot(rows, out / "supermask_sparsity.png")
+
+
+def plot(rows: list[dict], path: pathlib.Path) -> None:
+    import re
+
+    from matplotlib.figure import Figure
+
+    kinds = ("attention/query", "attention/key", "attention/value", "attention/output/dense",
+             "intermediate/dense", "output/dense")
+    fig = Figure(figsize=(6 * min(len(rows), 3), 4 * ((len(rows) + 2) // 3)))
+    axes = fig.subplots((len(rows) + 2) // 3, min(len(rows), 3), squeeze=False).ravel()
+    for ax, r in zip(axes, rows):
+        per = r["sparsity_per_tensor"]
+        layers = sorted({int(m.group(1)) for p in per if (m := re.match(r"encoder/layer_(\d+)/", p))})
+        for kind in kinds:
+            ys = [100 * per.get(f"encoder/layer_{i}/{kind}/kernel", float("nan")) for i in layers]
+            ax.plot(layers, ys, "o-", label=kind, markersize=3)
+        ax.axhline(100 * r["initial_sparsity"], color="gray", linestyle=":", label="initial")
+        ax.set_title(f"{r['task']} init {r['initial_sparsity']:g} lr {r['score_lr']:g}: "
+                     f"{r['metric']} {r['dev']}")
+        ax.set_xlabel("encoder layer")
+        ax.set_ylabel("masked entries (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    for ax in axes[len(rows):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", default="", help="task:sparsity:score_lr,...; default: all")
+    parser.add_argument("--table_only", action="store_true")
+    args = parser.parse_args()
+    runs = parse_runs(args.runs) if args.runs else list(DEFAULT_RUNS)
+    if not args.table_only:
+        for task, sparsity, lr in runs:
+            experiments.run(task, workdir(task, sparsity, lr), overrides(task, sparsity, lr))
+    write(table(list(DEFAULT_RUNS) + [r for r in runs if r not in DEFAULT_RUNS]))
+
+
+if __name__ == "__main__":
+    main()
