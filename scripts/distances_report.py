@@ -96,7 +96,8 @@ def write_summary(reports: dict[str, dict], out_dir: pathlib.Path) -> None:
         w.writeheader()
         w.writerows(rows)
     print("\n".join(lines))
-    plot(reports, [g for g in groups if g != "head"], out_dir / "distances.png")
+    # The pooler (~10x the encoder layers) and the fresh head would flatten the layer profile.
+    plot(reports, [g for g in groups if g not in ("head", "pooler")], out_dir / "distances.png")
 
 
 def plot(reports: dict[str, dict], groups: list[str], path: pathlib.Path) -> None:
