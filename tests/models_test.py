@@ -296,6 +296,15 @@ class ErrorsTest(absltest.TestCase):
         with self.assertRaisesRegex(loading.ModelNotFoundError, "config.json"):
             loading.load_pretrained(self.tmp)
 
+    def test_broken_config(self):
+        folder = _copy_tiny("bert", self.tmp)
+        (folder / "config.json").write_text('{"model_type": "bert"')
+        with self.assertRaisesRegex(loading.CheckpointError, "config.json: not valid JSON"):
+            loading.load_pretrained(folder)
+        (folder / "config.json").write_text('{"model_type": "bert"}')
+        with self.assertRaisesRegex(loading.CheckpointError, "field 'vocab_size' is missing"):
+            loading.load_pretrained(folder)
+
     def test_unknown_model_type(self):
         folder = _copy_tiny("bert", self.tmp)
         config = json.loads((folder / "config.json").read_text())

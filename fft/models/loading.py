@@ -186,14 +186,22 @@ def load_pretrained(model_dir: str | os.PathLike) -> Pretrained:
         raise ModelNotFoundError(f"Model folder {model_dir} does not exist.")
     if not config_path.is_file():
         raise ModelNotFoundError(f"{config_path} is missing; a Hugging Face model folder has one.")
-    hf_config = json.loads(config_path.read_text())
+    try:
+        hf_config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{config_path}: not valid JSON ({e})") from e
     model_type = hf_config.get("model_type")
     if model_type not in models.MODEL_TYPES:
         raise CheckpointError(
             f"{config_path}: model_type {model_type!r} is not supported; "
             f"supported: {sorted(models.MODEL_TYPES)}."
         )
-    model_config = models.MODEL_TYPES[model_type].config_class.from_hf_dict(hf_config)
+    try:
+        model_config = models.MODEL_TYPES[model_type].config_class.from_hf_dict(hf_config)
+    except KeyError as e:
+        raise CheckpointError(f"{config_path}: field {e} is missing for model_type {model_type!r}") from e
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{config_path}: invalid {model_type} config: {e}") from e
     flat = convert_hf_state_dict(model_type, read_state_dict(model_dir))
     model = models.create_model(model_type, model_config, num_labels=1)
     expected = {p: s for p, s in _abstract_params(model, (1, 1)).items() if not _is_head(model, p)}
