@@ -274,6 +274,8 @@ def supermask_and_optimizer(config: ml_collections.ConfigDict, bundle: ModelBund
 
 def build_feature_cache(config, bundle, data, trainable_host, params, frozen, mesh):
     """Runs the frozen prefix once over the training set (see fft.feature_cache)."""
+    if jax.process_count() > 1:
+        raise NotImplementedError("partition.feature_cache runs in a single process for now")
     num_layers = bundle.model.config.encoder_spec.num_layers
     start = feature_cache.first_trainable_layer(partition.flat_paths(trainable_host), num_layers)
     if start == 0:
