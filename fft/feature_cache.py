@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any
 
 import jax
 import numpy as np
 from absl import logging
 
+from fft import progress as progress_lib
 from fft import sharding
 from fft.data import batching
 
@@ -76,7 +78,9 @@ def build(model, params, encoded, *, start: int, batch_size: int, buckets, mesh)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     features = None
     done = 0
-    for batch in batching.eval_batches(encoded, batch_size, buckets=buckets):
+    num_batches = math.ceil(len(lengths) / batch_size)
+    progress = progress_lib.Progress(num_batches)
+    for b, batch in enumerate(batching.eval_batches(encoded, batch_size, buckets=buckets), 1):
         index = batch.pop("index")
         out = jax.device_get(fn(params, sharding.global_batch_to_device(batch, mesh)))
         if features is None:
@@ -85,6 +89,9 @@ def build(model, params, encoded, *, start: int, batch_size: int, buckets, mesh)
             if i >= 0:
                 features[offsets[i] : offsets[i + 1]] = out[row, : lengths[i]]
         done += int((index >= 0).sum())
+        progress.update(b, int((index >= 0).sum()))
+        if b % 20 == 0 or b == num_batches:
+            progress.log(b, "feature cache")
     logging.info(
         "Feature cache: %d examples through %d frozen layers, %.1f MB", done, start,
         0 if features is None else features.nbytes / 1e6,
