@@ -27,10 +27,20 @@ def display_command(task: str, workdir: pathlib.Path, overrides: list[str]) -> s
     return "python -m fft.main " + shlex.join(command(task, rel, overrides)[3:])
 
 
+def wait_while_paused() -> None:
+    """Holds the next run while `runs/PAUSE` exists (e.g. to benchmark on an idle machine)."""
+    pause = REPO / "runs" / "PAUSE"
+    if pause.exists():
+        print(f"paused: waiting for {pause} to go away", flush=True)
+    while pause.exists():
+        time.sleep(10)
+
+
 def run(task: str, workdir: pathlib.Path, overrides: list[str]) -> dict:
     """Runs (or resumes) one fine-tuning run unless it has finished; returns its final metrics."""
     final = workdir / "final_metrics.json"
     if not final.exists():
+        wait_while_paused()
         workdir.mkdir(parents=True, exist_ok=True)
         cmd = command(task, workdir, overrides)
         print("$", display_command(task, workdir, overrides), flush=True)
