@@ -43,6 +43,8 @@ METHODS = {
     "top3": ["--config.partition.preset=layers:top3", "--config.optim.lr=1e-4", *CACHE],
     "critical2": ["--config.partition.preset=critical:2", "--config.optim.lr=1e-4"],
 }
+# The feature cache's check: the same run without it (dropout then also runs in the frozen part).
+NO_CACHE = {"rte": ("top2", "top2_nocache")}
 FRACTION_TASKS = ("cola", "stsb")
 FRACTIONS = (0.1, 0.3, 0.5)
 
@@ -73,6 +75,10 @@ def method_runs(tasks) -> list[tuple[str, str, pathlib.Path, list[str]]]:
             extra = critical_overrides(task) if method == "critical2" else []
             runs.append((task, method, REPO / "runs" / "partitions" / task / method,
                          [*overrides, *extra, *EPOCHS.get(task, [])]))
+        if task in NO_CACHE:
+            base, name = NO_CACHE[task]
+            overrides = [o for o in METHODS[base] if o not in CACHE] + EPOCHS.get(task, [])
+            runs.append((task, name, REPO / "runs" / "partitions" / task / name, overrides))
     return runs
 
 
@@ -210,7 +216,7 @@ def main() -> None:
         first, last = [t for t in tasks if t != "sst2"], [t for t in tasks if t == "sst2"]
         if args.part in ("all", "methods"):
             for task, method, workdir, overrides in method_runs(first):
-                if method in methods:
+                if method in methods or method.endswith("_nocache"):
                     experiments.run(task, workdir, overrides)
         if args.part in ("all", "fraction"):
             for task, _, _, workdir, overrides in fraction_runs():
