@@ -38,11 +38,13 @@ class FeatureCache:
       start: the first encoder layer that trains (the prefix is layers 0..start-1).
       features: [total_tokens, hidden] in the model's compute dtype.
       offsets: int64 [n + 1]; example i owns rows offsets[i]:offsets[i+1].
+      build_seconds: time `build` took (set by the training loop).
     """
 
     start: int
     features: np.ndarray
     offsets: np.ndarray
+    build_seconds: float = 0.0
 
     @property
     def nbytes(self) -> int:

@@ -288,8 +288,9 @@ def build_feature_cache(config, bundle, data, trainable_host, params, frozen, me
         bundle.model, steps.merge_trees(params, frozen), data.train, start=start,
         batch_size=config.eval_batch_size, buckets=data.buckets, mesh=mesh,
     )
-    logging.info("Feature cache of layers 0..%d built in %.1fs", start - 1, time.perf_counter() - t0)
-    return cache
+    seconds = time.perf_counter() - t0
+    logging.info("Feature cache of layers 0..%d built in %.1fs", start - 1, seconds)
+    return dataclasses.replace(cache, build_seconds=seconds)
 
 
 @dataclasses.dataclass
@@ -540,6 +541,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         "eval": eval_results,
         "partition": config.partition.rules or config.partition.preset,
         "feature_cache": run.cache is not None,
+        "feature_cache_seconds": None if run.cache is None else run.cache.build_seconds,
         "trainable_params": run.trainable_params,
         "total_params": run.total_params,
         "stored_bytes": stored_bytes,
