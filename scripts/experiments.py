@@ -41,6 +41,7 @@ def run(task: str, workdir: pathlib.Path, overrides: list[str]) -> dict:
     final = workdir / "final_metrics.json"
     if not final.exists():
         wait_while_paused()
+    if not final.exists():  # (It may have been finished by another driver while we waited.)
         workdir.mkdir(parents=True, exist_ok=True)
         cmd = command(task, workdir, overrides)
         print("$", display_command(task, workdir, overrides), flush=True)
