@@ -68,9 +68,11 @@ def measure(model, params, preset: str, cache: bool, batch: dict, n: int, warmup
                              batch["token_type_ids"], num_layers=start, method=model.prefix)
         data = {k: v for k, v in batch.items() if k not in ("input_ids", "token_type_ids")}
         data["hidden"] = np.asarray(hidden)
-    trainable = jax.device_put(trainable)
-    frozen = jax.device_put(frozen)
-    state = [steps.TrainState(jnp.zeros((), jnp.int32), trainable, tx.init(trainable))]
+    trainable = jax.device_put(jax.device_get(trainable))
+    frozen = jax.device_put(jax.device_get(frozen))
+    # Jitted init: fresh buffers for every state leaf (eager init may share constant buffers,
+    # which donation rejects).
+    state = [steps.TrainState(jnp.zeros((), jnp.int32), trainable, jax.jit(tx.init)(trainable))]
     step = jax.jit(
         functools.partial(steps.train_step, model=model, tx=tx, is_regression=False, forward=forward,
                           assemble=assemble),
