@@ -1,7 +1,7 @@
 """Fine-tune a BERT-family encoder on one GLUE task (full fine-tuning).
 
 Command lines:
-  # Packaged all-MiniLM-L6-v2 on RTE, 3 epochs (about 5 minutes on 2 CPU cores):
+  # Packaged all-MiniLM-L6-v2 on RTE, 3 epochs (about 10 minutes on 2 CPU cores):
   python -m fft.main --config=configs/glue.py:task=rte --workdir=runs/rte
   # Another task, another learning rate:
   python -m fft.main --config=configs/glue.py:task=cola --config.optim.lr=3e-5 --workdir=runs/cola
