@@ -455,7 +455,10 @@ def train_loop(run: Run, state: steps.TrainState, first_step: int) -> tuple[step
     progress = progress_lib.Progress(run.num_steps, first_step)
     paused = 0.0  # Seconds spent in evaluation and checkpointing, excluded from training time.
     summary = {"examples_seen": 0, "last_train_loss": float("nan"), "eval": {}}
-    t_loop = time.perf_counter()
+    # A resumed run continues the training time and example count of its earlier segments.
+    before = _load_train_time(run.workdir, first_step)
+    summary["examples_seen"] = before["examples_seen"]
+    t_loop = time.perf_counter() - before["train_seconds"]
     batches = _batches_from(run.data.train, config, run.steps_per_epoch, first_step, run.num_steps, run.data.buckets)
     for step, batch in batches:
         if run.cache is not None:
@@ -485,6 +488,7 @@ def train_loop(run: Run, state: steps.TrainState, first_step: int) -> tuple[step
         t_pause = time.perf_counter()
         if due_save:
             checkpoint.save(run.manager, done, state, force=done == run.num_steps)
+            _save_train_time(run.workdir, done, t_pause - t_loop - paused, summary["examples_seen"])
         if due_eval:
             summary["eval"] = evaluate_all(run, state, done)
         progress.exclude(time.perf_counter() - t_pause)
@@ -556,6 +560,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     run.writer.flush()
     run.writer.close()
     return final
+
+
+def _save_train_time(workdir: pathlib.Path, step: int, seconds: float, examples: int) -> None:
+    """Records training time so far next to the checkpoint of `step` (atomic replace)."""
+    if jax.process_index() != 0:
+        return
+    path = workdir / "train_time.json"
+    tmp = path.with_suffix(".json.tmp")
+    record = {"step": step, "train_seconds": seconds, "examples_seen": examples}
+    history = json.loads(path.read_text()) if path.exists() else {}
+    history[str(step)] = record
+    tmp.write_text(json.dumps(history))
+    tmp.replace(path)
+
+
+def _load_train_time(workdir: pathlib.Path, step: int) -> dict[str, float]:
+    """Training time and examples up to the checkpoint `step` resumes from (0 for a fresh run)."""
+    path = workdir / "train_time.json"
+    if step and path.exists():
+        record = json.loads(path.read_text()).get(str(step))
+        if record:
+            return record
+    return {"train_seconds": 0.0, "examples_seen": 0}
 
 
 def _batches_from(train, config, steps_per_epoch: int, first_step: int, num_steps: int, buckets):
