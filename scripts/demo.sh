@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs fft and fine-tunes the packaged all-MiniLM-L6-v2 on STS-B (shipped GLUE files) for one
-# epoch (the results table has the 3-epoch run), then prints the dev Pearson/Spearman correlation.
+# epoch (the results table has the 3-epoch run), then prints the dev Pearson/Spearman correlation
+# (about 0.70 after this one epoch; 0.85 after 3).
 # About 3-6 minutes of training on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
