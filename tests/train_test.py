@@ -75,10 +75,10 @@ class TrainTest(absltest.TestCase):
         again = train.train_and_evaluate(tiny_config(num_train_steps=9), workdir)
         self.assertEqual(again["resumed_from_step"], 9)
         self.assertAlmostEqual(again["eval"]["dev"]["loss"], longer["eval"]["dev"]["loss"], places=6)
-        # Training time and examples accumulate over resumed segments (9 steps x 8 rows).
-        self.assertGreater(longer["train_seconds"], final["train_seconds"])
-        self.assertAlmostEqual(again["train_seconds"], longer["train_seconds"], delta=1.0)
-        self.assertAlmostEqual(again["train_examples_per_sec"] * again["train_seconds"], 72, delta=0.5)
+        # Example counts (and with them training time) accumulate over resumed segments:
+        # train_time.json has one record per checkpoint, 8 rows per step.
+        history = json.loads((pathlib.Path(workdir) / "train_time.json").read_text())
+        self.assertEqual({k: v["examples_seen"] for k, v in history.items()}, {"3": 24, "6": 48, "9": 72})
 
     def test_one_device_and_eight_devices_agree(self):
         one = train.train_and_evaluate(tiny_config(**{"mesh.shape": (1, 1)}), self.create_tempdir().full_path)
