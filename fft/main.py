@@ -13,6 +13,11 @@ from ml_collections import config_flags
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:args]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and TensorBoard events go.")
 flags.DEFINE_bool("distributed", os.environ.get("FFT_DISTRIBUTED", "0") == "1", "Call jax.distributed.initialize().")
+flags.DEFINE_string(
+    "compilation_cache_dir",
+    os.environ.get("JAX_COMPILATION_CACHE_DIR", "~/.cache/fft/jax"),
+    "Persistent XLA compilation cache: a rerun with the same shapes skips compiling. '' disables.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
@@ -31,6 +36,8 @@ def main(argv):
                 "process_id": int(os.environ["JAX_PROCESS_ID"]),
             }
         jax.distributed.initialize(**kwargs)
+    if FLAGS.compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(FLAGS.compilation_cache_dir))
     logging.info("JAX %s: process %d/%d, devices %s", jax.__version__, jax.process_index(), jax.process_count(), jax.devices())
     from fft import train  # After distributed init.
 

@@ -136,6 +136,17 @@ def _onto_mesh(mesh, x: jax.Array) -> jax.Array:
     return jax.device_put(x, sharding.replicated(mesh))
 
 
+DROPOUT_RNGS = ("rbg", "threefry2x32", "unsafe_rbg")
+
+
+def dropout_key(config: ml_collections.ConfigDict) -> jax.Array:
+    """The run's dropout key, seeded by `config.seed + 1`, of PRNG kind `config.dropout_rng`."""
+    impl = config.get("dropout_rng", "threefry2x32")
+    if impl not in DROPOUT_RNGS:
+        raise ValueError(f"config.dropout_rng={impl!r}; valid: {', '.join(DROPOUT_RNGS)}")
+    return jax.random.key(config.seed + 1, impl=impl)
+
+
 def _random_init(model, rng: jax.Array):
     ids = jnp.ones((1, 8), jnp.int32)
     return model.init(rng, ids, ids, jnp.zeros_like(ids), deterministic=True)["params"]
@@ -398,7 +409,7 @@ def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run
     run = Run(
         config=config, workdir=workdir, task=task, data=data, model_description=bundle.description,
         mesh=mesh, train_fn=train_fn, eval_fn=eval_fn, manager=manager, writer=writer, frozen=frozen,
-        rng=jax.device_put(jax.random.key(config.seed + 1), repl),
+        rng=jax.device_put(dropout_key(config), repl),
         steps_per_epoch=steps_per_epoch, num_steps=num_steps,
         initial_params=initial_params, distance_fn=distance_fn, cache=cache,
         assemble=assemble,

@@ -115,6 +115,15 @@ class TrainTest(absltest.TestCase):
         self.assertNotEqual(result.returncode, 0)
         self.assertIn("lrr", result.stderr)
 
+    def test_dropout_key_kind_comes_from_the_config(self):
+        import jax
+
+        self.assertEqual(str(jax.random.key_impl(train.dropout_key(tiny_config()))), "rbg")
+        fry = train.dropout_key(tiny_config(dropout_rng="threefry2x32"))
+        self.assertEqual(str(jax.random.key_impl(fry)), "threefry2x32")
+        with self.assertRaisesRegex(ValueError, "config.dropout_rng='philox'"):
+            train.dropout_key(tiny_config(dropout_rng="philox"))
+
 
 if __name__ == "__main__":
     absltest.main()
