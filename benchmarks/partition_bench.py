@@ -29,7 +29,7 @@ import numpy as np
 
 from benchmarks.train_bench import _random_batch, _timeit
 from configs import common
-from fft import feature_cache, models, optim, partition, steps, supermask
+from fft import feature_cache, models, optim, partition, steps, supermask, tree_paths
 from fft.models import loading
 
 PRESETS = ("full", "bitfit", "head", "layers:top1", "layers:top2", "layers:top3", "supermask")
@@ -62,7 +62,7 @@ def measure(model, params, preset: str, cache: bool, batch: dict, n: int, warmup
     forward = None
     data = dict(batch)
     if cache:
-        start = feature_cache.first_trainable_layer(partition.flat_paths(trainable), num_layers)
+        start = feature_cache.first_trainable_layer(tree_paths.leaf_paths(trainable), num_layers)
         forward = feature_cache.cached_apply(model, start)
         hidden = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
                              batch["token_type_ids"], num_layers=start, method=model.prefix)

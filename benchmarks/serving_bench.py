@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.train_bench import _random_batch
-from fft import mask_store, models, serving, supermask
+from fft import mask_store, models, serving, supermask, tree_paths
 from fft.models import loading
 
 
@@ -66,8 +66,9 @@ def main() -> None:
     for t in range(args.tasks):
         config = supermask.MaskConfig(initial_sparsity=0.05, seed=t)
         scores = supermask.init_scores(None, backbone, config)
-        masks = {p: np.asarray(m) > 0.5 for p, m in supermask.flatten(supermask.masks(scores, config)).items()}
-        tasks.append(mask_store.Task(masks, supermask.flatten(head), config, {}))
+        flat = tree_paths.flatten(supermask.masks(scores, config))
+        masks = {p: np.asarray(m) > 0.5 for p, m in flat.items()}
+        tasks.append(mask_store.Task(masks, tree_paths.flatten(head), config, {}))
     stack = serving.stack_tasks(tasks, [f"task{t}" for t in range(args.tasks)])
 
     n = args.tasks * args.rows
@@ -84,11 +85,11 @@ def main() -> None:
     # (b) dense task models, resident, one by one.
     dense = []
     for task in tasks:
-        flat = dict(supermask.flatten(backbone))
+        flat = dict(tree_paths.flatten(backbone))
         for p, m in task.masks.items():
             flat[p] = np.where(m, flat[p], np.float32(0))
         flat.update(task.head)
-        dense.append(jax.device_put(supermask.unflatten(flat)))
+        dense.append(jax.device_put(tree_paths.unflatten(flat)))
     forward = jax.jit(lambda p, b: model.apply({"params": p}, b["input_ids"], b["attention_mask"],
                                                b["token_type_ids"], deterministic=True))
     groups = [{k: v[task_ids == t] for k, v in batch.items()} for t in range(args.tasks)]

@@ -26,6 +26,8 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
+from fft import tree_paths
+
 DEFAULT_ALLOW_NEW = r"(pre_classifier|classifier)/.*"
 _DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
@@ -38,34 +40,12 @@ class DeltaError(ValueError):
     """A delta does not fit the tree it is applied to, or cannot be written."""
 
 
-def flatten_dict(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{'/'-joined path: leaf}`` of a nested dict (insertion order; empty dicts vanish).
-
-    Raises:
-      DeltaError: a key is not a non-empty string without '/'.
-    """
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if not isinstance(key, str) or not key or "/" in key:
-            raise DeltaError(f"key {key!r} under '{prefix}' must be a non-empty str without '/'")
-        path = f"{prefix}/{key}" if prefix else key
-        if isinstance(value, Mapping):
-            flat.update(flatten_dict(value, path))
-        else:
-            flat[path] = value
-    return flat
-
-
-def unflatten_dict(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """Inverse of :func:`flatten_dict`."""
-    tree: dict[str, Any] = {}
-    for path, value in flat.items():
-        *parents, name = path.split("/")
-        node = tree
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[name] = value
-    return tree
+def _flatten(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`fft.tree_paths.flatten`, with a bad key reported as a :class:`DeltaError`."""
+    try:
+        return tree_paths.flatten(tree)
+    except ValueError as e:
+        raise DeltaError(str(e)) from None
 
 
 def _nbytes(x: Any) -> int:
@@ -101,7 +81,7 @@ def export_delta(
     Raises:
       DeltaError: an empty tree, a bad key, or non-string metadata.
     """
-    flat = flatten_dict(trainable)
+    flat = _flatten(trainable)
     if not flat:
         raise DeltaError("the delta has no leaves")
     metadata = dict(metadata or {})
@@ -134,6 +114,9 @@ def load_delta(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]]
 
     Returns:
       (nested dict of NumPy arrays, metadata dict; empty when the file has none).
+
+    Raises:
+      DeltaError: a tensor has an unsupported dtype, or one key lies under another's leaf.
     """
     with open(path, "rb") as f:
         raw = f.read()
@@ -146,7 +129,10 @@ def load_delta(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, str]]
     with safetensors.safe_open(os.fspath(path), framework="numpy") as f:
         metadata = dict(f.metadata() or {})
     flat = {k: flat[k] for k in sorted(flat)}
-    return unflatten_dict(flat), metadata
+    try:
+        return tree_paths.unflatten(flat), metadata
+    except ValueError as e:
+        raise DeltaError(f"{path}: {e}") from None
 
 
 def _spec(x: Any) -> str:
@@ -195,10 +181,10 @@ def apply_delta(
       DeltaError: a delta leaf is missing from ``pretrained`` (and not allowed new), or differs
         from it in shape or dtype; the message names the path.
     """
-    flat_pre = flatten_dict(pretrained)
+    flat_pre = _flatten(pretrained)
     new = re.compile(allow_new) if allow_new is not None else None
     result: dict[str, Any] = dict(pretrained)
-    for path, value in flatten_dict(delta).items():
+    for path, value in _flatten(delta).items():
         if path in flat_pre:
             if _spec(flat_pre[path]) != _spec(value):
                 want = _spec(flat_pre[path])

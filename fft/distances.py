@@ -55,6 +55,8 @@ import numpy as np
 import optax
 from jax import lax
 
+from fft import tree_paths
+
 Rules = Sequence[tuple[str, str]]
 Table = dict[str, dict[str, jax.Array]]
 
@@ -112,23 +114,10 @@ class Stats(NamedTuple):
     size: jax.Array  # int32: number of entries
 
 
-def _natural_key(text: str) -> tuple[Any, ...]:
-    """Sort key under which digit runs compare as ints ('layer_2' < 'layer_10')."""
-    return tuple(int(t) if i % 2 else t for i, t in enumerate(re.split(r"(\d+)", text)))
-
-
-def _key_str(k: Any) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(k, attr):
-            return str(getattr(k, attr))
-    return str(k)
-
-
 def flatten(tree: chex.ArrayTree) -> dict[str, Any]:
     """Returns ``{'/'-joined path: leaf}`` in natural path order (layer_2 before layer_10)."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    flat = {"/".join(_key_str(k) for k in path): x for path, x in leaves}
-    return {k: flat[k] for k in sorted(flat, key=_natural_key)}
+    return tree_paths.natural_order({tree_paths.path_str(path): x for path, x in leaves})
 
 
 def _spec(x: Any) -> str | None:
@@ -149,7 +138,7 @@ def check_same_structure(a: chex.ArrayTree, b: chex.ArrayTree) -> None:
       TreeMismatchError: naming the first differing path (natural path order) and both sides.
     """
     fa, fb = flatten(a), flatten(b)
-    for path in sorted(fa.keys() | fb.keys(), key=_natural_key):
+    for path in sorted(fa.keys() | fb.keys(), key=tree_paths.natural_key):
         sa, sb = _spec(fa.get(path)), _spec(fb.get(path))
         if sa == sb:
             continue

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fft import supermask
+from fft import supermask, tree_paths
 
 FORMAT = "fft-supermask-task"
 VERSION = 1
@@ -76,7 +76,7 @@ def _write_zip_atomic(path: pathlib.Path, members: Mapping[str, bytes], compress
 
 def host_masks(scores: Mapping[str, Any], config: supermask.MaskConfig) -> dict[str, np.ndarray]:
     """``{path: bool numpy mask}`` from scores (the forward masks of :func:`supermask.masks`)."""
-    flat = supermask.flatten(jax.device_get(supermask.masks(scores, config)))
+    flat = tree_paths.flatten(jax.device_get(supermask.masks(scores, config)))
     return {p: np.asarray(m) > 0.5 for p, m in flat.items()}
 
 
@@ -106,7 +106,7 @@ def export_task(
     out.mkdir(parents=True, exist_ok=True)
     masks = host_masks(scores, config)
     head_flat = {
-        p: np.asarray(jax.device_get(x), np.float32) for p, x in supermask.flatten(head).items()
+        p: np.asarray(jax.device_get(x), np.float32) for p, x in tree_paths.flatten(head).items()
     }
     meta = {
         "format": FORMAT,
@@ -198,7 +198,7 @@ def import_task(path: str | os.PathLike, pretrained: Mapping[str, Any]) -> dict[
         another shape there.
     """
     task = read_task(path)
-    flat = supermask.flatten(pretrained)
+    flat = tree_paths.flatten(pretrained)
     for p, mask in task.masks.items():
         if p not in flat:
             raise ValueError(f"Task mask '{p}' has no tensor in the pretrained tree")
@@ -211,4 +211,4 @@ def import_task(path: str | os.PathLike, pretrained: Mapping[str, Any]) -> dict[
     head_tops = {p.split("/", 1)[0] for p in task.head}
     flat = {p: x for p, x in flat.items() if p.split("/", 1)[0] not in head_tops}
     flat.update({p: jnp.asarray(x) for p, x in task.head.items()})
-    return supermask.unflatten(flat)
+    return tree_paths.unflatten(flat)

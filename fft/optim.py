@@ -8,6 +8,8 @@ import jax
 import ml_collections
 import optax
 
+from fft import tree_paths
+
 # Leaves that get no weight decay (as in BERT's original recipe): biases and LayerNorm params.
 NO_DECAY_PATTERN = r"(.*/bias$)|(.*layer_norm/.*)|(.*/scale$)"
 
@@ -40,8 +42,7 @@ def decay_mask(params: optax.Params) -> optax.Params:
     pattern = re.compile(NO_DECAY_PATTERN)
 
     def keep(path, _):
-        name = "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
-        return pattern.fullmatch(name) is None
+        return pattern.fullmatch(tree_paths.path_str(path)) is None
 
     return jax.tree_util.tree_map_with_path(keep, params)
 

@@ -39,7 +39,7 @@ import jax
 import numpy as np
 import optax
 
-from fft import distances
+from fft import distances, tree_paths
 
 Rule = tuple[str, str]
 FROZEN = "frozen"
@@ -57,14 +57,8 @@ class PartitionError(ValueError):
 # Paths
 
 
-def path_str(path: Sequence[Any]) -> str:
-    """'/'-joins a JAX key path (``DictKey``, ``GetAttrKey``, ``SequenceKey`` entries)."""
-    return "/".join(distances._key_str(k) for k in path)
-
-
-def flat_paths(tree: Any) -> list[str]:
-    """The '/'-joined path of every leaf, in ``jax.tree.leaves`` order."""
-    return [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+# fft.train reads partition.flat_paths; new code should call fft.tree_paths.leaf_paths.
+flat_paths = tree_paths.leaf_paths
 
 
 def layer_index(path: str) -> int | None:
@@ -136,7 +130,7 @@ def labels(params: Any, rules: Sequence[Rule]) -> Any:
       PartitionError: a leaf matches no rule, a rule catches no leaf, or a regex is invalid.
     """
     leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-    caught = assign_rules([path_str(p) for p, _ in leaves], rules)
+    caught = assign_rules([tree_paths.path_str(p) for p, _ in leaves], rules)
     return jax.tree.unflatten(treedef, [rules[i][1] for i in caught])
 
 
@@ -147,7 +141,7 @@ def summary(params: Any, label_tree: Any, rules: Sequence[Rule]) -> str:
     """
     leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
     label_leaves = _label_leaves(treedef, label_tree)
-    caught = assign_rules([path_str(p) for p, _ in leaves], rules)
+    caught = assign_rules([tree_paths.path_str(p) for p, _ in leaves], rules)
     sizes = [math.prod(np.shape(x)) for _, x in leaves]
     total = max(sum(sizes), 1)
     rows = [("rule", "label", "leaves", "params", "%")]

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fft import mask_store, supermask
+from fft import mask_store, supermask, tree_paths
 from fft.steps import merge_trees
 
 
@@ -74,7 +74,7 @@ def stack_tasks(tasks: Sequence[mask_store.Task], names: Sequence[str]) -> TaskS
                 x = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, width - x.shape[-1])])
             leaves.append(x)
         heads[p] = np.stack(leaves)
-    return TaskStack(packed, shapes, supermask.unflatten(heads), num_labels, tuple(names))
+    return TaskStack(packed, shapes, tree_paths.unflatten(heads), num_labels, tuple(names))
 
 
 def _unpack(packed_row: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -84,10 +84,10 @@ def _unpack(packed_row: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 
 def task_params(backbone: Mapping[str, Any], packed: Mapping[str, jax.Array], shapes, head) -> dict:
     """One task's parameters: masked backbone leaves (+0.0 where masked) and its head."""
-    flat = supermask.flatten(backbone)
+    flat = tree_paths.flatten(backbone)
     for p, row in packed.items():
         flat[p] = supermask.mask_weight(flat[p], _unpack(row, shapes[p]))
-    return merge_trees(dict(head), supermask.unflatten(flat))
+    return merge_trees(dict(head), tree_paths.unflatten(flat))
 
 
 def multi_task_logits(model, backbone, packed, heads, batches, *, shapes) -> jax.Array:

@@ -10,6 +10,8 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from fft import tree_paths
+
 
 def make_mesh(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None) -> Mesh:
     """Builds a (data, model) mesh from `config.shape` (one -1 allowed) and `config.axes`.
@@ -35,26 +37,13 @@ def make_mesh(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] |
     return Mesh(np.asarray(devices[:needed]).reshape(shape), tuple(config.axes))
 
 
-def path_str(path) -> str:
-    """'/'-joined name of a pytree key path (dict keys, attributes, indices)."""
-    parts = []
-    for k in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(k, attr):
-                parts.append(str(getattr(k, attr)))
-                break
-        else:
-            parts.append(str(k))
-    return "/".join(parts)
-
-
 def param_shardings(params, mesh: Mesh, rules: Sequence[tuple[str, tuple]] = ()):
     """NamedSharding per leaf: the first regex in `rules` that fully matches the path gives the
     PartitionSpec; unmatched leaves are replicated. Works on arrays or ShapeDtypeStructs."""
     compiled = [(re.compile(pattern), PartitionSpec(*spec)) for pattern, spec in rules]
 
     def sharding_for(path, leaf):
-        name = path_str(path)
+        name = tree_paths.path_str(path)
         for pattern, spec in compiled:
             if pattern.fullmatch(name):
                 if len(spec) > len(np.shape(leaf)):

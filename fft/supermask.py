@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fft import optim
+from fft import optim, tree_paths
 from fft.steps import merge_trees
 
 Tree = Any
@@ -130,28 +130,8 @@ class MaskConfig:
 # ----------------------------------------------------------------------------- tree helpers
 
 
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{'/'-joined path: leaf}`` of a nested dict, in insertion order."""
-    flat = {}
-    for key, value in tree.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, path + "/"))
-        else:
-            flat[path] = value
-    return flat
-
-
-def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """Inverse of :func:`flatten`: nested dicts from '/'-joined paths."""
-    tree: dict[str, Any] = {}
-    for path, leaf in flat.items():
-        *parents, name = path.split("/")
-        node = tree
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[name] = leaf
-    return tree
+# fft.train reads supermask.flatten; new code should call fft.tree_paths.flatten.
+flatten = tree_paths.flatten
 
 
 def _path_seed(path: str) -> int:
@@ -289,7 +269,7 @@ _masked_weight.defvjp(_masked_weight_fwd, _masked_weight_bwd)
 def masked_paths(params: Mapping[str, Any], rules: Sequence[str]) -> list[str]:
     """Paths (in tree order) of the leaves that one of ``rules`` fully matches."""
     patterns = [re.compile(r) for r in rules]
-    return [p for p in flatten(params) if any(pt.fullmatch(p) for pt in patterns)]
+    return [p for p in tree_paths.flatten(params) if any(pt.fullmatch(p) for pt in patterns)]
 
 
 def _lowest(values: jax.Array, count: int) -> tuple[jax.Array, jax.Array]:
@@ -349,16 +329,17 @@ def init_scores(
     if not paths:
         raise ValueError(f"No parameter matches the mask rules {list(config.all_rules)}")
     rng = jax.random.PRNGKey(config.seed) if rng is None else rng
-    flat = flatten(pretrained)
+    flat = tree_paths.flatten(pretrained)
     scores = {
         p: _init_leaf_jit(jax.random.fold_in(rng, _path_seed(p)), flat[p], config) for p in paths
     }
-    return unflatten(scores)
+    return tree_paths.unflatten(scores)
 
 
 def masks(scores: Mapping[str, Any], config: MaskConfig) -> dict[str, Any]:
     """0/1 masks (in the scores' dtype, straight-through) with the layout of ``scores``."""
-    return unflatten({p: _mask_leaf(s, config) for p, s in flatten(scores).items()})
+    flat = tree_paths.flatten(scores)
+    return tree_paths.unflatten({p: _mask_leaf(s, config) for p, s in flat.items()})
 
 
 def apply_masks(
@@ -373,8 +354,8 @@ def apply_masks(
     Raises:
       ValueError: a scored path is missing from ``pretrained`` or has another shape.
     """
-    flat = dict(flatten(pretrained))
-    for path, s in flatten(scores).items():
+    flat = tree_paths.flatten(pretrained)
+    for path, s in tree_paths.flatten(scores).items():
         if path not in flat:
             raise ValueError(f"Scores for '{path}' but the pretrained tree has no such leaf")
         w = flat[path]
@@ -385,7 +366,7 @@ def apply_masks(
             )
         w = jax.lax.stop_gradient(jnp.asarray(w))
         flat[path] = _masked_weight(w, s, _hard_mask(s, config, w.dtype))
-    return unflatten(flat)
+    return tree_paths.unflatten(flat)
 
 
 def split_head(
@@ -432,7 +413,7 @@ def sparsity(scores: Mapping[str, Any], config: MaskConfig) -> dict[str, jax.Arr
     float32 scalars; jittable (the config is read in Python). ``'total'`` weights tensors by size.
     """
     out, zeros, size = {}, jnp.float32(0.0), 0
-    for path, s in flatten(scores).items():
+    for path, s in tree_paths.flatten(scores).items():
         kept = jnp.sum(jax.lax.stop_gradient(_mask_leaf(s, config, jnp.float32)))
         out[path] = 1.0 - kept / jnp.float32(s.size)
         zeros, size = zeros + (jnp.float32(s.size) - kept), size + s.size

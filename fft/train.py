@@ -36,6 +36,7 @@ from fft import (
     sharding,
     steps,
     supermask,
+    tree_paths,
     writers,
 )
 from fft import progress as progress_lib
@@ -340,7 +341,7 @@ def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run
     writer = writers.create_writer(workdir, just_logging=not is_main)
     if is_main:
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=1, sort_keys=True))
-        writer.write_hparams(_flatten(config.to_dict()))
+        writer.write_hparams(tree_paths.flatten(config.to_dict(), sep="."))
     task = glue.get_task(config.task)
     bundle = load_model(config, task.num_labels)
     logging.info("Model: %s", bundle.description)
@@ -609,14 +610,3 @@ def _batches_from(train, config, steps_per_epoch: int, first_step: int, num_step
             step += 1
             if step >= num_steps:
                 return
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for k, v in tree.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            flat.update(_flatten(v, key + "."))
-        else:
-            flat[key] = v
-    return flat

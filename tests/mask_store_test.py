@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl.testing import absltest, parameterized
 
-from fft import mask_store
+from fft import mask_store, tree_paths
 from fft import supermask as sm
 
 
@@ -32,7 +32,7 @@ def _pretrained(key, hidden=32, ffn=64, dtype=jnp.float32):
     shapes["classifier/kernel"] = (hidden, 3)
     shapes["classifier/bias"] = (3,)
     keys = jax.random.split(key, len(shapes))
-    return sm.unflatten(
+    return tree_paths.unflatten(
         {p: jax.random.normal(k, s).astype(dtype) for k, (p, s) in zip(keys, shapes.items())}
     )
 
@@ -50,7 +50,7 @@ def _trained(config, dtype=jnp.float32, noise=0.05, hidden=32):
 
 
 def _assert_bit_identical(test, a, b):
-    fa, fb = sm.flatten(a), sm.flatten(b)
+    fa, fb = tree_paths.flatten(a), tree_paths.flatten(b)
     test.assertEqual(list(fa), list(fb))
     for path in fa:
         x, y = np.asarray(fa[path]), np.asarray(fb[path])
@@ -76,7 +76,7 @@ class MaskStoreTest(parameterized.TestCase):
         task = mask_store.read_task(out)
         self.assertEqual(task.config, config)
         self.assertEqual(task.metadata, {"task": "t"})
-        masks = sm.flatten(sm.masks(trainable["scores"], config))
+        masks = tree_paths.flatten(sm.masks(trainable["scores"], config))
         for path, m in task.masks.items():
             np.testing.assert_array_equal(m, np.asarray(masks[path]) == 1, err_msg=path)
 
@@ -85,7 +85,7 @@ class MaskStoreTest(parameterized.TestCase):
         trainable, _ = _trained(config)
         out = self.create_tempdir().full_path
         counts = mask_store.export_task(out, trainable["scores"], trainable["head"], config)
-        scores = sm.flatten(trainable["scores"])
+        scores = tree_paths.flatten(trainable["scores"])
         entries = sum(s.size for s in scores.values())
         head_entries = sum(x.size for x in jax.tree.leaves(trainable["head"]))
         self.assertEqual(counts["masked_entries"], entries)
@@ -143,13 +143,13 @@ class MaskStoreTest(parameterized.TestCase):
         out = self.create_tempdir().full_path
         mask_store.export_task(out, trainable["scores"], trainable["head"], config)
         path = "encoder/layer_1/intermediate/dense/kernel"
-        flat = sm.flatten(frozen)
+        flat = tree_paths.flatten(frozen)
         wrong = dict(flat, **{path: jnp.zeros((3, 3))})
         with self.assertRaisesRegex(ValueError, path):
-            mask_store.import_task(out, sm.unflatten(wrong))
+            mask_store.import_task(out, tree_paths.unflatten(wrong))
         missing = {p: x for p, x in flat.items() if p != path}
         with self.assertRaisesRegex(ValueError, path):
-            mask_store.import_task(out, sm.unflatten(missing))
+            mask_store.import_task(out, tree_paths.unflatten(missing))
         with self.assertRaises(FileNotFoundError):
             mask_store.import_task(os.path.join(out, "nope"), frozen)
 

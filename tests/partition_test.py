@@ -10,19 +10,8 @@ import numpy as np
 import optax
 from absl.testing import absltest, parameterized
 
-from fft import analyze, distances, partition, steps
+from fft import analyze, distances, partition, steps, tree_paths
 from fft.partition import PartitionError
-
-
-def nest(flat):
-    tree = {}
-    for path, value in flat.items():
-        *parents, name = path.split("/")
-        node = tree
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[name] = value
-    return tree
 
 
 def bert_tree(num_layers=4, distil=False, seed=0):
@@ -33,11 +22,13 @@ def bert_tree(num_layers=4, distil=False, seed=0):
         head = {"pre_classifier/dense/kernel": (4, 4), "pre_classifier/dense/bias": (4,)}
         shapes = {**head, **shapes}
     rng = np.random.default_rng(seed)
-    return nest({p: rng.normal(size=s).astype(np.float32) for p, s in shapes.items()})
+    return tree_paths.unflatten(
+        {p: rng.normal(size=s).astype(np.float32) for p, s in shapes.items()}
+    )
 
 
 def flat_labels(tree):
-    return dict(zip(partition.flat_paths(tree), jax.tree.leaves(tree)))
+    return dict(zip(tree_paths.leaf_paths(tree), jax.tree.leaves(tree)))
 
 
 def trained_paths(params, spec, **kw):
@@ -46,11 +37,6 @@ def trained_paths(params, spec, **kw):
 
 
 class PathsTest(absltest.TestCase):
-    def test_flat_paths_follow_leaf_order(self):
-        tree = {"b": {"y": 1, "x": 2}, "a": [3, {"k": 4}]}
-        self.assertEqual(partition.flat_paths(tree), ["a/0", "a/1/k", "b/x", "b/y"])
-        self.assertEqual(partition.flat_paths({"a": {"b": 1}}), ["a/b"])
-
     def test_layer_index(self):
         self.assertEqual(partition.layer_index("encoder/layer_11/output/dense/bias"), 11)
         self.assertIsNone(partition.layer_index("pooler/dense/kernel"))
@@ -120,20 +106,20 @@ class PresetTest(parameterized.TestCase):
     @parameterized.parameters(False, True)
     def test_head(self, distil):
         params = bert_tree(distil=distil)
-        head = {p for p in partition.flat_paths(params) if "classifier" in p}
+        head = {p for p in tree_paths.leaf_paths(params) if "classifier" in p}
         self.assertLen(head, 4 if distil else 2)
         self.assertEqual(trained_paths(params, "head"), head)
 
     def test_bitfit(self):
         params = bert_tree()
-        expected = {p for p in partition.flat_paths(params) if p.endswith("/bias")}
+        expected = {p for p in tree_paths.leaf_paths(params) if p.endswith("/bias")}
         self.assertEqual(trained_paths(params, "bitfit"), expected | {"classifier/kernel"})
 
     def test_layernorm(self):
         params = bert_tree(distil=True)
-        expected = {p for p in partition.flat_paths(params) if "layer_norm" in p}
+        expected = {p for p in tree_paths.leaf_paths(params) if "layer_norm" in p}
         self.assertLen(expected, 2 + 4 * 4)
-        head = {p for p in partition.flat_paths(params) if "classifier" in p}
+        head = {p for p in tree_paths.leaf_paths(params) if "classifier" in p}
         self.assertEqual(trained_paths(params, "layernorm"), expected | head)
 
     @parameterized.parameters(
@@ -155,10 +141,10 @@ class PresetTest(parameterized.TestCase):
     @parameterized.parameters(False, True)
     def test_pooler_trains_with_top_layer(self, distil):
         params = bert_tree(distil=distil)
-        head = {p for p in partition.flat_paths(params) if "classifier" in p}
+        head = {p for p in tree_paths.leaf_paths(params) if "classifier" in p}
         top = trained_paths(params, "layers:top1")
         pooler = {"pooler/dense/kernel", "pooler/dense/bias"}
-        layer3 = {p for p in partition.flat_paths(params) if p.startswith("encoder/layer_3/")}
+        layer3 = {p for p in tree_paths.leaf_paths(params) if p.startswith("encoder/layer_3/")}
         self.assertEqual(top, layer3 | head | (set() if distil else pooler))
         middle = trained_paths(params, "layers:1-2")
         self.assertEqual({partition.layer_index(p) for p in middle - head}, {1, 2})
@@ -193,7 +179,7 @@ def write_distances(directory, pre, ft, name="distances.json"):
 def moved_pair(order, num_layers=4):
     """A pretrained/fine-tuned pair where encoder layers moved in the given order (most first)."""
     pre = bert_tree(num_layers)
-    flat = dict(zip(partition.flat_paths(pre), jax.tree.leaves(pre)))
+    flat = dict(zip(tree_paths.leaf_paths(pre), jax.tree.leaves(pre)))
     scale = {f"layer_{i}": 0.1 * (num_layers - r) for r, i in enumerate(order)}
     ft = {}
     for path, x in flat.items():
@@ -259,9 +245,9 @@ class SplitTest(parameterized.TestCase):
         params = bert_tree()
         label_tree = partition.labels(params, partition.preset_rules(spec, 4))
         trainable, frozen = partition.split(params, label_tree)
-        t_paths, f_paths = set(partition.flat_paths(trainable)), set(partition.flat_paths(frozen))
+        t_paths, f_paths = set(tree_paths.leaf_paths(trainable)), set(tree_paths.leaf_paths(frozen))
         self.assertEmpty(t_paths & f_paths)
-        self.assertEqual(t_paths | f_paths, set(partition.flat_paths(params)))
+        self.assertEqual(t_paths | f_paths, set(tree_paths.leaf_paths(params)))
         merged = steps.merge_trees(trainable, frozen)
         self.assertEqual(jax.tree.structure(merged), jax.tree.structure(params))
         for a, b in zip(jax.tree.leaves(merged), jax.tree.leaves(params)):

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 from absl.testing import absltest
 
-from fft import analyze, checkpoint, delta, partition, train
+from fft import analyze, checkpoint, delta, partition, train, tree_paths
 from tests.train_test import tiny_config
 
 
@@ -27,7 +27,7 @@ class PartitionTrainTest(absltest.TestCase):
             changed = not np.array_equal(initial[path], latest[path])
             self.assertEqual(changed, trains, path)  # Frozen leaves are bit-identical.
         state, _ = checkpoint.load_state_dict(workdir)
-        saved = partition.flat_paths(state["params"])
+        saved = tree_paths.leaf_paths(state["params"])
         self.assertTrue(saved)
         self.assertTrue(all(p.endswith("/bias") or p.startswith("classifier/") for p in saved), saved)
         # Adam moments exist for trainable leaves only (2 per leaf + counters).
@@ -38,8 +38,8 @@ class PartitionTrainTest(absltest.TestCase):
         # The task delta holds exactly the trained leaves; merged back it is the fine-tuned model.
         trained, meta = delta.load_delta(pathlib.Path(workdir) / "task_delta.safetensors")
         self.assertEqual(meta["partition"], "bitfit")
-        self.assertEqual(sorted(delta.flatten_dict(trained)), sorted(saved))
-        merged = delta.flatten_dict(delta.apply_delta(delta.unflatten_dict(initial), trained))
+        self.assertEqual(sorted(tree_paths.flatten(trained)), sorted(saved))
+        merged = tree_paths.flatten(delta.apply_delta(tree_paths.unflatten(initial), trained))
         for path in initial:
             np.testing.assert_array_equal(merged[path], latest[path], err_msg=path)
         self.assertEqual(final["stored_bytes"], (pathlib.Path(workdir) / "task_delta.safetensors").stat().st_size)

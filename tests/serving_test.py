@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl.testing import absltest
 
-from fft import mask_store, models, serving, supermask
+from fft import mask_store, models, serving, supermask, tree_paths
 from fft.models import bert
 
 CONFIG = bert.BertConfig(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2,
@@ -16,7 +16,8 @@ def make_task(params, seed: int, sparsity: float, num_labels: int) -> mask_store
     config = supermask.MaskConfig(initial_sparsity=sparsity, seed=seed)
     _, backbone = supermask.split_head(params, ("classifier",))
     scores = supermask.init_scores(None, backbone, config)
-    masks = {p: np.asarray(m) > 0.5 for p, m in supermask.flatten(supermask.masks(scores, config)).items()}
+    flat = tree_paths.flatten(supermask.masks(scores, config))
+    masks = {p: np.asarray(m) > 0.5 for p, m in flat.items()}
     rng = np.random.default_rng(seed)
     head = {"classifier/kernel": rng.normal(size=(16, num_labels)).astype(np.float32),
             "classifier/bias": rng.normal(size=(num_labels,)).astype(np.float32)}
@@ -44,12 +45,12 @@ class ServingTest(absltest.TestCase):
         got = server.logits(batch, task_ids)
 
         for i, t in enumerate(task_ids):
-            dense = dict(supermask.flatten(backbone))
+            dense = dict(tree_paths.flatten(backbone))
             for p, m in tasks[t].masks.items():
                 dense[p] = np.where(m, dense[p], 0.0)
             dense.update(tasks[t].head)
             dense_model = models.create_model("bert", CONFIG, stack.num_labels[t])
-            want = dense_model.apply({"params": supermask.unflatten(dense)}, batch["input_ids"][i : i + 1],
+            want = dense_model.apply({"params": tree_paths.unflatten(dense)}, batch["input_ids"][i : i + 1],
                                      batch["attention_mask"][i : i + 1], batch["token_type_ids"][i : i + 1],
                                      deterministic=True)[0]
             np.testing.assert_allclose(got[i, : stack.num_labels[t]], want, rtol=1e-5, atol=1e-5)

@@ -7,6 +7,7 @@ import optax
 from absl.testing import absltest, parameterized
 
 from fft import supermask as sm
+from fft import tree_paths
 
 LAYER = "encoder/layer_0/intermediate/dense"
 
@@ -33,7 +34,7 @@ def _bert_like(key, hidden=8, ffn=16, layers=2):
     shapes["classifier/kernel"] = (hidden, 3)
     shapes["classifier/bias"] = (3,)
     keys = jax.random.split(key, len(shapes))
-    return sm.unflatten(
+    return tree_paths.unflatten(
         {p: jax.random.normal(k, s, jnp.float32) for k, (p, s) in zip(keys, shapes.items())}
     )
 
@@ -148,7 +149,7 @@ class InitTest(parameterized.TestCase):
         params = _bert_like(jax.random.PRNGKey(1), hidden=16, ffn=40)
         config = sm.MaskConfig(init=init, initial_sparsity=initial_sparsity, threshold=threshold)
         scores = sm.init_scores(jax.random.PRNGKey(2), params, config)
-        flat = sm.flatten(scores)
+        flat = tree_paths.flatten(scores)
         self.assertLen(flat, 12)
         stats = sm.sparsity(scores, config)
         for path, s in flat.items():
@@ -165,8 +166,8 @@ class InitTest(parameterized.TestCase):
     def test_magnitude_init_masks_the_smallest_weights(self):
         params = _bert_like(jax.random.PRNGKey(3))
         config = sm.MaskConfig(init="magnitude", initial_sparsity=0.25)
-        scores = sm.flatten(sm.init_scores(None, params, config))
-        flat = sm.flatten(params)
+        scores = tree_paths.flatten(sm.init_scores(None, params, config))
+        flat = tree_paths.flatten(params)
         for path, s in scores.items():
             w, m = np.abs(np.asarray(flat[path])), np.asarray(s) > 0.0
             self.assertLessEqual(w[~m].max(), w[m].min())
@@ -238,10 +239,12 @@ class ApplyMasksTest(parameterized.TestCase):
         out = sm.apply_masks(params, scores, config)
         self.assertIs(out["pooler"]["dense"]["kernel"], params["pooler"]["dense"]["kernel"])
         self.assertEqual(jax.tree.structure(out), jax.tree.structure(params))
-        bad = sm.unflatten({"encoder/layer_0/attention/query/kernel": jnp.zeros((3, 3))})
+        bad = tree_paths.unflatten({"encoder/layer_0/attention/query/kernel": jnp.zeros((3, 3))})
         with self.assertRaisesRegex(ValueError, "encoder/layer_0/attention/query/kernel"):
             sm.apply_masks(params, bad, config)
-        missing = sm.unflatten({"encoder/layer_9/attention/query/kernel": jnp.zeros((8, 8))})
+        missing = tree_paths.unflatten(
+            {"encoder/layer_9/attention/query/kernel": jnp.zeros((8, 8))}
+        )
         with self.assertRaisesRegex(ValueError, "layer_9"):
             sm.apply_masks(params, missing, config)
 
