@@ -53,14 +53,6 @@ class PartitionError(ValueError):
     """A partition rule, preset or label tree is invalid for the given parameters."""
 
 
-# ---------------------------------------------------------------------------------------------
-# Paths
-
-
-# fft.train reads partition.flat_paths; new code should call fft.tree_paths.leaf_paths.
-flat_paths = tree_paths.leaf_paths
-
-
 def layer_index(path: str) -> int | None:
     """The encoder layer a path belongs to (``encoder/layer_3/...`` -> 3), else None."""
     m = _LAYER.fullmatch(path)

@@ -127,13 +127,6 @@ class MaskConfig:
         return cls(**d)
 
 
-# ----------------------------------------------------------------------------- tree helpers
-
-
-# fft.train reads supermask.flatten; new code should call fft.tree_paths.flatten.
-flatten = tree_paths.flatten
-
-
 def _path_seed(path: str) -> int:
     """A stable 31-bit integer from a path (independent of which other tensors are masked)."""
     return zlib.crc32(path.encode()) & 0x7FFFFFFF

@@ -278,7 +278,7 @@ def supermask_and_optimizer(config: ml_collections.ConfigDict, bundle: ModelBund
     )
     logging.info(
         "Supermask: %d masked tensors (%d entries), initial sparsity %.3f, head %s",
-        len(supermask.flatten(trainable["scores"])),
+        len(tree_paths.flatten(trainable["scores"])),
         partition.count_params(trainable["scores"]), c.initial_sparsity, sorted(trainable["head"]),
     )
     return trainable, frozen, tx
@@ -289,7 +289,7 @@ def build_feature_cache(config, bundle, data, trainable_host, params, frozen, me
     if jax.process_count() > 1:
         raise NotImplementedError("partition.feature_cache runs in a single process for now")
     num_layers = bundle.model.config.encoder_spec.num_layers
-    start = feature_cache.first_trainable_layer(partition.flat_paths(trainable_host), num_layers)
+    start = feature_cache.first_trainable_layer(tree_paths.leaf_paths(trainable_host), num_layers)
     if start == 0:
         raise ValueError(
             f"partition.feature_cache needs frozen embeddings and a frozen bottom encoder layer; "
