@@ -14,13 +14,17 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import statistics
+import sys
 import time
+from collections.abc import Callable
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import jax
 import jax.numpy as jnp
 
+from benchmarks import common as bench
 from fft import analyze, distances
 
 SIZES = {
@@ -41,10 +45,9 @@ def random_pair(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> tuple[dict
     return jax.block_until_ready((pre, ft))
 
 
-def seconds(fn, *args) -> float:
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    return time.perf_counter() - start
+def blocking(fn, *args) -> Callable[[], object]:
+    """`fn(*args)` as a no-argument call that waits for its result, for the timing helpers."""
+    return lambda: jax.block_until_ready(fn(*args))
 
 
 def bench_size(name: str, rules: str, repeats: int) -> dict:
@@ -56,21 +59,19 @@ def bench_size(name: str, rules: str, repeats: int) -> dict:
         "groups": len(distances.assign_groups(pre, RULES[rules])),
     }
     fn = distances.make_distance_fn(RULES[rules])
-    result["first_call_s"] = seconds(fn, pre, ft)  # trace + compile + run
+    run = blocking(fn, pre, ft)
+    result["first_call_s"] = bench.timings(run, 1)[0]  # trace + compile + run
     start = time.perf_counter()
     lowered = distances.make_distance_fn(RULES[rules]).lower(pre, ft)  # a fresh jit object
     result["trace_lower_s"] = time.perf_counter() - start
     start = time.perf_counter()
     lowered.compile()
     result["compile_s"] = time.perf_counter() - start
-    runs = [seconds(fn, pre, ft) for _ in range(repeats)]
+    runs = bench.timings(run, repeats)
     result["run_ms_median"] = 1e3 * statistics.median(runs)
     result["run_ms_min"] = 1e3 * min(runs)
-    cheap = jax.jit(distances.global_l2)
-    seconds(cheap, pre, ft)
-    result["global_l2_ms_median"] = 1e3 * statistics.median(
-        seconds(cheap, pre, ft) for _ in range(repeats)
-    )
+    cheap = blocking(jax.jit(distances.global_l2), pre, ft)
+    result["global_l2_ms_median"] = 1e3 * bench.median_seconds(cheap, repeats, warmup=1)
     gbytes = 2 * 4 * result["params_per_tree"] / 1e9
     result["read_gb_per_s"] = gbytes / (result["run_ms_median"] / 1e3)
     return result
@@ -83,13 +84,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default="results/bench_distances.json")
     args = parser.parse_args()
-    report = {
+    machine = bench.machine_info()
+    report = {  # Keys as earlier results have them ("platform" here is the JAX backend).
         "device": str(jax.devices()[0].device_kind),
-        "platform": jax.default_backend(),
-        "jax": jax.__version__,
-        "cpu_count": os.cpu_count(),
+        "platform": machine["jax_backend"],
+        "jax": machine["jax"],
+        "cpu_count": machine["cpus"],
         "load_average_before": os.getloadavg(),
-        "python": platform.python_version(),
+        "python": machine["python"],
         "rules": args.rules,
         "repeats": args.repeats,
         "sizes": {},
@@ -99,10 +101,7 @@ def main() -> None:
         report["sizes"][name] = result
         print(f"{name}: {json.dumps(result)}", flush=True)
     report["load_average_after"] = os.getloadavg()
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    bench.write_json(report, args.out)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import pathlib
 import sys
@@ -27,7 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.train_bench import _random_batch, _timeit
+from benchmarks import common as bench
+from benchmarks.train_bench import _random_batch
 from configs import common
 from fft import feature_cache, models, optim, partition, steps, supermask, tree_paths
 from fft.models import loading
@@ -86,7 +86,7 @@ def measure(model, params, preset: str, cache: bool, batch: dict, n: int, warmup
         state[0], metrics = compiled(state[0], frozen, data, rng)
         jax.block_until_ready(metrics)
 
-    seconds = _timeit(once, n, warmup)
+    seconds = bench.median_seconds(once, n, warmup)
     return {
         "preset": preset + ("+cache" if cache else ""),
         "trainable_params": partition.count_params(trainable),
@@ -123,10 +123,7 @@ def main() -> None:
               f"({row['memory_ratio']:.2f}x full)", flush=True)
     result = {"seq": args.seq, "batch": args.batch, "jax": jax.__version__, "backend": jax.default_backend(),
               "cpus": os.cpu_count(), "rows": rows}
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print("wrote", out)
+    bench.write_json(result, args.out)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,9 @@ models resident on the device, each run on its own examples. Same inputs, one ru
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import sys
-import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
@@ -25,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import common as bench
 from benchmarks.train_bench import _random_batch
 from fft import mask_store, models, serving, supermask, tree_paths
 from fft.models import loading
@@ -37,16 +36,6 @@ def tree_bytes(tree) -> int:
 def compiled_bytes(compiled) -> int:
     m = compiled.memory_analysis()
     return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
-
-
-def median_time(fn, n: int) -> float:
-    fn()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def main() -> None:
@@ -79,7 +68,7 @@ def main() -> None:
     # (a) shared backbone + packed masks.
     server = serving.MultiTaskServer(model, backbone, stack, rows_per_task=args.rows)
     shared_compiled = server.lower(batch, task_ids).compile()
-    shared_s = median_time(lambda: server.logits(batch, task_ids), args.repeats)
+    shared_s = bench.median_seconds(lambda: server.logits(batch, task_ids), args.repeats, warmup=1)
     shared_logits = server.logits(batch, task_ids)
 
     # (b) dense task models, resident, one by one.
@@ -101,7 +90,7 @@ def main() -> None:
             out[task_ids == t] = jax.device_get(forward(dense[t], groups[t]))
         return out
 
-    dense_s = median_time(run_dense, args.repeats)
+    dense_s = bench.median_seconds(run_dense, args.repeats, warmup=1)
     max_diff = float(np.abs(run_dense() - shared_logits).max())
 
     resident_shared = tree_bytes(backbone) + stack.nbytes
@@ -123,10 +112,7 @@ def main() -> None:
               f"  {r['ex_s']:7.1f} ex/s")
     print(f"  resident memory shared/dense {result['memory_ratio_resident']:.3f}; "
           f"throughput shared/dense {result['throughput_ratio']:.2f}x; max |logit diff| {max_diff:.2e}")
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print("wrote", out)
+    bench.write_json(result, args.out)
 
 
 if __name__ == "__main__":

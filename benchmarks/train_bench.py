@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import pathlib
-import platform
 import sys
 import tempfile
 import time
@@ -29,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import common as bench
 from configs import common
 from configs import glue as glue_config
 from fft import models, optim, steps
@@ -45,18 +44,6 @@ def _random_batch(batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
         "labels": rng.integers(0, 2, batch).astype(np.int32),
         "weights": np.ones(batch, np.float32),
     }
-
-
-def _timeit(fn, n: int, warmup: int) -> float:
-    """Median seconds per call of `fn` (which must block) after `warmup` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def jax_step_times(model_dir, batch: int, seq: int, n: int, warmup: int) -> dict[str, float]:
@@ -77,7 +64,8 @@ def jax_step_times(model_dir, batch: int, seq: int, n: int, warmup: int) -> dict
     def eval_once():
         jax.block_until_ready(evaluate(state[0].params, {}, data))
 
-    return {"train_s": _timeit(train_once, n, warmup), "eval_s": _timeit(eval_once, n, warmup)}
+    return {"train_s": bench.median_seconds(train_once, n, warmup),
+            "eval_s": bench.median_seconds(eval_once, n, warmup)}
 
 
 def torch_step_times(model_dir, batch: int, seq: int, n: int, warmup: int) -> dict[str, float]:
@@ -101,7 +89,8 @@ def torch_step_times(model_dir, batch: int, seq: int, n: int, warmup: int) -> di
         with torch.no_grad():
             model(**{k: v for k, v in data.items() if k != "labels"})
 
-    return {"train_s": _timeit(train_once, n, warmup), "eval_s": _timeit(eval_once, n, warmup)}
+    return {"train_s": bench.median_seconds(train_once, n, warmup),
+            "eval_s": bench.median_seconds(eval_once, n, warmup)}
 
 
 def bench_steps(model_dir, seqs, batch: int, n: int, warmup: int, have_torch: bool) -> list[dict]:
@@ -201,9 +190,7 @@ def main() -> None:
         have_torch, torch_version = False, None
         print("torch is not installed: timing the fft side only (pip install torch==2.13.0).")
     model_dir = loading.resolve_model_dir("minilm")
-    result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "jax": jax.__version__,
-                          "jax_backend": jax.default_backend(), "torch": torch_version},
-              "model": str(model_dir)}
+    result = {"machine": bench.machine_info(torch=torch_version), "model": str(model_dir)}
     if args.mode in ("step", "all"):
         print("== per step (median of", args.steps, "after", args.warmup, "warm-up) ==")
         result["step"] = bench_steps(model_dir, [int(s) for s in args.seqs.split(",")], args.batch,
@@ -225,10 +212,7 @@ def main() -> None:
             print("torch:", _fmt_row(epoch["torch"]),
                   f"\nepoch speed-up fft/torch: cold {epoch['speedup']:.2f}x, warm cache {epoch['speedup_warm_cache']:.2f}x")
         result["epoch"] = epoch
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print("wrote", out)
+    bench.write_json(result, args.out)
 
 
 if __name__ == "__main__":
