@@ -2,11 +2,12 @@
 
   python scripts/supermask_sweep.py                   # runs what is missing, writes the table
   python scripts/supermask_sweep.py --table_only
-  python scripts/supermask_sweep.py --runs=rte:0.05:1e-3,cola:0.05:1e-3   # a subset
+  python scripts/supermask_sweep.py --runs=rte:0.05:1e-3,cola:0.05:5e-3:1e-3   # a subset
 
-A run is task:initial_sparsity:score_lr. Masks cover the attention and feed-forward kernels of all
-6 encoder layers (threshold mode, uniform init, init_scale 0.05); the classifier head trains with
-AdamW at 1e-4 (the pooler is frozen and unmasked); same epochs as full fine-tuning (3; SST-2: 1 epoch on a 20% subset).
+A run is task:initial_sparsity:score_lr[:head_lr]. Masks cover the attention and feed-forward
+kernels of all 6 encoder layers (threshold mode, uniform init, init_scale 0.05); the classifier
+head trains with AdamW at head_lr (default 1e-4; the pooler is frozen and unmasked); same epochs as
+full fine-tuning (3; SST-2: 1 epoch on a 20% subset).
 
 Writes results/supermask.{md,csv,json} (dev score vs full fine-tuning, final sparsity, stored
 bytes: dense copy / packed mask / compressed mask) and results/supermask_sparsity.png (final
@@ -30,37 +31,43 @@ REPO = experiments.REPO
 # `full` run (runs/partitions/sst2/full) is then the baseline; other tasks use runs/full_ft/<task>.
 EPOCHS = {"sst2": ["--config.num_epochs=1", "--config.data.train_fraction=0.2"]}
 FULL_RUNS = {"sst2": REPO / "runs" / "partitions" / "sst2" / "full"}
-HEAD_LR = "1e-4"
-# (task, initial sparsity, score learning rate), in the order they run.
+HEAD_LR = 1e-4
+# (task, initial sparsity, score learning rate, head learning rate), in the order they run.
 DEFAULT_RUNS = (
-    ("cola", 0.05, 1e-3), ("sst2", 0.05, 1e-3), ("cola", 0.01, 1e-3), ("cola", 0.10, 1e-3),
-    ("stsb", 0.05, 1e-3), ("rte", 0.05, 1e-3), ("cola", 0.05, 5e-3), ("stsb", 0.10, 1e-3),
-    ("rte", 0.10, 1e-3), ("rte", 0.01, 1e-3),
+    ("cola", 0.05, 1e-3, HEAD_LR), ("sst2", 0.05, 1e-3, HEAD_LR), ("stsb", 0.05, 1e-3, HEAD_LR),
+    ("rte", 0.05, 1e-3, HEAD_LR), ("cola", 0.05, 5e-3, HEAD_LR), ("cola", 0.05, 5e-3, 1e-3),
+    ("rte", 0.01, 1e-3, HEAD_LR), ("rte", 0.10, 1e-3, HEAD_LR), ("stsb", 0.01, 1e-3, HEAD_LR),
+    ("stsb", 0.10, 1e-3, HEAD_LR), ("sst2", 0.01, 1e-3, HEAD_LR), ("sst2", 0.10, 1e-3, HEAD_LR),
 )
 
 
-def overrides(task: str, sparsity: float, score_lr: float) -> list[str]:
+def overrides(task: str, sparsity: float, score_lr: float, head_lr: float) -> list[str]:
     return ["--config.supermask.enabled=true", f"--config.supermask.initial_sparsity={sparsity}",
-            f"--config.supermask.score_lr={score_lr}", f"--config.optim.lr={HEAD_LR}",
+            f"--config.supermask.score_lr={score_lr}", f"--config.optim.lr={head_lr:g}",
             *EPOCHS.get(task, [])]
 
 
-def workdir(task: str, sparsity: float, score_lr: float) -> pathlib.Path:
-    return REPO / "runs" / "supermask" / task / f"s{sparsity:g}_lr{score_lr:g}"
+def workdir(task: str, sparsity: float, score_lr: float, head_lr: float) -> pathlib.Path:
+    name = f"s{sparsity:g}_lr{score_lr:g}"
+    if head_lr != HEAD_LR:
+        name += f"_head{head_lr:g}"
+    return REPO / "runs" / "supermask" / task / name
 
 
 def parse_runs(text: str):
     runs = []
     for item in text.split(","):
-        task, sparsity, lr = item.split(":")
-        runs.append((task, float(sparsity), float(lr)))
+        task, sparsity, lr, *head = item.split(":")
+        if len(head) > 1:
+            raise ValueError(f"run {item!r}: expected task:sparsity:score_lr[:head_lr]")
+        runs.append((task, float(sparsity), float(lr), float(head[0]) if head else HEAD_LR))
     return runs
 
 
 def table(runs) -> list[dict]:
     rows = []
-    for task, sparsity, lr in runs:
-        path = workdir(task, sparsity, lr) / "final_metrics.json"
+    for task, sparsity, lr, head_lr in runs:
+        path = workdir(task, sparsity, lr, head_lr) / "final_metrics.json"
         full_path = FULL_RUNS.get(task, REPO / "runs" / "full_ft" / task) / "final_metrics.json"
         if not path.exists():
             continue
@@ -71,7 +78,8 @@ def table(runs) -> list[dict]:
             full = experiments.primary_metric(task, json.loads(full_path.read_text())["eval"]["dev"])[1]
         store = m["mask_store"]
         rows.append({
-            "task": task, "initial_sparsity": sparsity, "score_lr": lr, "metric": name,
+            "task": task, "initial_sparsity": sparsity, "score_lr": lr, "head_lr": head_lr,
+            "metric": name,
             "dev": round(value, 2), "full_ft_dev": None if full is None else round(full, 2),
             "final_sparsity": round(store["sparsity"]["total"], 4),
             "dense_model_bytes": 4 * m["total_params"],
@@ -80,8 +88,8 @@ def table(runs) -> list[dict]:
             "bits_per_entry_compressed": round(store["bits_per_entry_compressed"], 3),
             "train_seconds": round(m["train_seconds"], 1), "epochs": round(m["epochs"], 2),
             "sparsity_per_tensor": store["sparsity"],
-            "command": experiments.display_command(task, workdir(task, sparsity, lr),
-                                                   overrides(task, sparsity, lr)),
+            "command": experiments.display_command(task, workdir(task, sparsity, lr, head_lr),
+                                                   overrides(task, sparsity, lr, head_lr)),
         })
     return rows
 
@@ -95,7 +103,7 @@ def write(rows: list[dict]) -> None:
         w.writeheader()
         w.writerows(flat)
     cols = [("task", "task"), ("initial_sparsity", "initial sparsity"), ("score_lr", "score lr"),
-            ("metric", "metric"), ("dev", "dev"), ("full_ft_dev", "full FT dev"),
+            ("head_lr", "head lr"), ("metric", "metric"), ("dev", "dev"), ("full_ft_dev", "full FT dev"),
             ("final_sparsity", "final sparsity"), ("dense_model_bytes", "dense model bytes"),
             ("packed_bytes", "packed mask+head bytes"), ("compressed_bytes", "compressed bytes"),
             ("bits_per_entry_compressed", "bits/entry (compressed)"), ("train_seconds", "train s")]
@@ -127,7 +135,8 @@ def plot(rows: list[dict], path: pathlib.Path) -> None:
             ys = [100 * per.get(f"encoder/layer_{i}/{kind}/kernel", float("nan")) for i in layers]
             ax.plot(layers, ys, "o-", label=kind, markersize=3)
         ax.axhline(100 * r["initial_sparsity"], color="gray", linestyle=":", label="initial")
-        ax.set_title(f"{r['task']} init {r['initial_sparsity']:g} lr {r['score_lr']:g}: "
+        ax.set_title(f"{r['task']} init {r['initial_sparsity']:g} lr {r['score_lr']:g}"
+                     f"/{r['head_lr']:g}: "
                      f"{r['metric']} {r['dev']}")
         ax.set_xlabel("encoder layer")
         ax.set_ylabel("masked entries (%)")
@@ -146,8 +155,8 @@ def main() -> None:
     args = parser.parse_args()
     runs = parse_runs(args.runs) if args.runs else list(DEFAULT_RUNS)
     if not args.table_only:
-        for task, sparsity, lr in runs:
-            experiments.run(task, workdir(task, sparsity, lr), overrides(task, sparsity, lr))
+        for run in runs:
+            experiments.run(run[0], workdir(*run), overrides(*run))
     write(table(list(DEFAULT_RUNS) + [r for r in runs if r not in DEFAULT_RUNS]))
 
 
