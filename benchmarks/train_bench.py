@@ -126,6 +126,19 @@ def fft_epoch(task: str, batch: int, max_length: int) -> dict:
             "ex_s": final["train_examples_per_sec"], "dev": final["eval"]}
 
 
+def fft_padded_tokens(model_dir, task: str, batch: int, max_length: int) -> dict:
+    """Token positions one training epoch computes on: fft's length buckets vs the examples."""
+    from fft.data import batching, glue, tokenize
+
+    examples = glue.load_examples(task, "train", data_dir=str(common.SHIPPED_GLUE_DIR))
+    encoded = tokenize.encode(tokenize.load_tokenizer(model_dir), examples, max_length)
+    buckets = tuple(glue_config.get_config(f"task={task}").data.buckets) or batching.bucket_lengths(max_length)
+    padded = sum(b["input_ids"].size
+                 for b in batching.train_batches(encoded, batch, seed=0, epoch=0, buckets=buckets))
+    return {"example_tokens": int(encoded.lengths.sum()), "padded_tokens": int(padded),
+            "buckets": list(buckets)}
+
+
 def torch_epoch(model_dir, task: str, batch: int, max_length: int) -> dict:
     """One epoch as a transformers user writes it: dynamic padding, AdamW, linear warmup/decay."""
     import torch
@@ -147,11 +160,13 @@ def torch_epoch(model_dir, task: str, batch: int, max_length: int) -> dict:
     sched = transformers.get_linear_schedule_with_warmup(opt, int(0.1 * num_steps), num_steps)
     order = np.random.default_rng(0).permutation(len(labels))
     model.train()
+    padded_tokens = 0
     t0 = time.perf_counter()
     for i in range(num_steps):
         idx = order[i * batch : (i + 1) * batch]
         features = [{k: enc[k][j] for k in enc} for j in idx]
         padded = tokenizer.pad(features, return_tensors="pt")
+        padded_tokens += padded["input_ids"].numel()
         dtype = torch.float if spec.label_names is None else torch.long
         out = model(**padded, labels=torch.tensor([labels[j] for j in idx], dtype=dtype))
         out.loss.backward()
@@ -162,7 +177,8 @@ def torch_epoch(model_dir, task: str, batch: int, max_length: int) -> dict:
         if i % 50 == 0:
             print(f"  torch step {i}/{num_steps} {time.perf_counter() - t0:.0f}s", flush=True)
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "examples": len(labels), "ex_s": len(labels) / seconds}
+    return {"seconds": seconds, "examples": len(labels), "ex_s": len(labels) / seconds,
+            "padded_tokens": padded_tokens}
 
 
 def _fmt_row(row: dict) -> str:
@@ -202,6 +218,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as cache_dir:
             jax.config.update("jax_compilation_cache_dir", cache_dir)
             epoch = {"task": args.task, "fft": fft_epoch(args.task, args.batch, args.max_length)}
+            epoch["fft"].update(fft_padded_tokens(model_dir, args.task, args.batch, args.max_length))
             print("fft cold:", _fmt_row({k: v for k, v in epoch["fft"].items() if k != "dev"}), flush=True)
             epoch["fft_warm_cache"] = fft_epoch(args.task, args.batch, args.max_length)
             print("fft warm:", _fmt_row({k: v for k, v in epoch["fft_warm_cache"].items() if k != "dev"}), flush=True)

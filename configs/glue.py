@@ -32,8 +32,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.task = args.task
     config.seed = 0
-    # PRNG behind dropout: 'rbg' (XLA's RngBitGenerator; dropout masks cost ~6x less than with
-    # threefry on CPU) or 'threefry2x32' (JAX's default). Both are deterministic given the seed.
+    # Kind of the dropout key ('rbg', 'threefry2x32' or 'unsafe_rbg'); per-step and per-layer keys
+    # are folded from it, and fft.models.dropout hashes each key into its mask, so the kind picks
+    # which masks a seed gives, not their cost. Deterministic given the seed.
     config.dropout_rng = "rbg"
 
     config.data = {

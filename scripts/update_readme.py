@@ -30,17 +30,41 @@ def bench_train_table(path: pathlib.Path) -> str:
         e = r["epoch"]
         lines += ["", (f"One epoch of {e['task']} training end to end (fft: length buckets, compile "
                       f"included; PyTorch: dynamic padding per batch):"), "",
-                  "| | seconds | examples/s |", "|---|---|---|",
-                  f"| fft | {e['fft']['seconds']:.1f} | {e['fft']['ex_s']:.1f} |"]
+                  "| | seconds | examples/s | padded tokens |", "|---|---|---|---|",
+                  f"| fft | {e['fft']['seconds']:.1f} | {e['fft']['ex_s']:.1f} | {_tokens(e['fft'])} |"]
         warm = e.get("fft_warm_cache")
         if warm:
-            lines.append(f"| fft, warm compilation cache | {warm['seconds']:.1f} | {warm['ex_s']:.1f} |")
+            lines.append(f"| fft, warm compilation cache | {warm['seconds']:.1f} | {warm['ex_s']:.1f} | "
+                         f"{_tokens(e['fft'])} |")
         if "torch" in e:
-            lines.append(f"| PyTorch | {e['torch']['seconds']:.1f} | {e['torch']['ex_s']:.1f} |")
+            lines.append(f"| PyTorch | {e['torch']['seconds']:.1f} | {e['torch']['ex_s']:.1f} | "
+                         f"{_tokens(e['torch'])} |")
+        if "example_tokens" in e["fft"]:
+            lines += ["", (f"The examples themselves have {e['fft']['example_tokens']:,} tokens; fft's "
+                      f"length buckets: {e['fft']['buckets']}.")]
             speedup = f"Whole-epoch speed-up: **{e['speedup']:.2f}x**"
             if "speedup_warm_cache" in e:
                 speedup += f" (warm cache: **{e['speedup_warm_cache']:.2f}x**)"
             lines += ["", speedup + "."]
+    return "\n".join(lines)
+
+
+def _tokens(run: dict) -> str:
+    return f"{run['padded_tokens']:,}" if "padded_tokens" in run else "-"
+
+
+def bench_dropout_table(path: pathlib.Path) -> str:
+    r = json.loads(path.read_text())
+    lines = [("| MiniLM train step, batch 32 | hashed masks ms | bernoulli (threefry) ms | "
+             "bernoulli (rbg) ms | speed-up vs threefry | vs rbg |"), "|---|---|---|---|---|---|"]
+    for row in r["train_step"]:
+        lines.append(f"| seq {row['seq']} | {row['hashed_step_ms']:.0f} | {row['bernoulli_threefry_step_ms']:.0f} | "
+                     f"{row['bernoulli_rbg_step_ms']:.0f} | {row['step_speedup_vs_bernoulli_threefry']:.2f}x | "
+                     f"{row['step_speedup_vs_bernoulli_rbg']:.2f}x |")
+    for row in r["masks"]:
+        lines.append(f"| one dropout layer {row['shape']} | {row['hashed_ms']:.2f} | "
+                     f"{row['bernoulli_threefry_ms']:.2f} | {row['bernoulli_rbg_ms']:.2f} | "
+                     f"{row['speedup_vs_bernoulli_threefry']:.1f}x | {row['speedup_vs_bernoulli_rbg']:.1f}x |")
     return "\n".join(lines)
 
 
@@ -59,6 +83,8 @@ def table_of(name: str) -> str | None:
     md, js = REPO / "results" / f"{name}.md", REPO / "results" / f"{name}.json"
     if name == "bench_train" and js.exists():
         return bench_train_table(js)
+    if name == "bench_dropout" and js.exists():
+        return bench_dropout_table(js)
     if name == "bench_partitions" and js.exists():
         return bench_partitions_table(js)
     if not md.exists():

@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fft.models import dropout as hashed_dropout
+
 # Added to attention scores of padding keys. Finite, so an all-padding row gives a uniform softmax, not NaN.
 _MASK_VALUE = -1e9
 _INIT_STD = 0.02  # HF `initializer_range`: N(0, 0.02) kernels and embeddings, zero biases.
@@ -176,7 +178,7 @@ class ResidualOutput(nn.Module):
     def __call__(self, x: jax.Array, residual: jax.Array, *, deterministic: bool) -> jax.Array:
         """Maps x [batch, seq, any] and residual [batch, seq, hidden] to [batch, seq, hidden]."""
         y = dense(residual.shape[-1], self.dtype, "dense")(x)
-        y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+        y = hashed_dropout.Dropout(self.dropout_rate)(y, deterministic=deterministic)
         y = layer_norm(self.layer_norm_eps, "layer_norm")(y.astype(jnp.float32) + residual)
         return y.astype(self.dtype)
 
@@ -209,7 +211,7 @@ class Attention(nn.Module):
         value = heads("value", (0, 2, 1, 3))  # [batch, heads, seq, head_dim]
         scores = jnp.matmul(query, key_t)  # [batch, heads, seq_q, seq_k]
         probs = jax.nn.softmax(scores.astype(jnp.float32) + bias, axis=-1).astype(self.dtype)
-        probs = nn.Dropout(self.attention_dropout)(probs, deterministic=deterministic)
+        probs = hashed_dropout.Dropout(self.attention_dropout)(probs, deterministic=deterministic)
         context = jnp.matmul(probs, value).transpose(0, 2, 1, 3).reshape(batch, seq, hidden)
         output = ResidualOutput(self.output_dropout, self.layer_norm_eps, self.dtype, name="output")
         return output(context, x, deterministic=deterministic)
@@ -301,7 +303,7 @@ class BertEmbeddings(nn.Module):
         x += embed(c.type_vocab_size, c.hidden_size, "token_type_embeddings")(token_type_ids)
         x += embed(c.max_position_embeddings, c.hidden_size, "position_embeddings")(positions)
         x = layer_norm(c.layer_norm_eps, "layer_norm")(x)
-        return nn.Dropout(c.hidden_dropout)(x, deterministic=deterministic).astype(self.dtype)
+        return hashed_dropout.Dropout(c.hidden_dropout)(x, deterministic=deterministic).astype(self.dtype)
 
 
 class Pooler(nn.Module):
@@ -335,7 +337,7 @@ class BertForSequenceClassification(nn.Module):
         self.encoder = Encoder(c.encoder_spec, self.dtype)
         self.pooler = Pooler()
         dropout = c.hidden_dropout if c.classifier_dropout is None else c.classifier_dropout
-        self.head_dropout = nn.Dropout(dropout)
+        self.head_dropout = hashed_dropout.Dropout(dropout)
         self.classifier = dense(self.num_labels, jnp.float32, "classifier")
 
     def encode(

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fft.models import bert
+from fft.models import dropout as hashed_dropout
 
 _LAYER_NORM_EPS = 1e-12  # Fixed in DistilBERT, not a config key.
 
@@ -105,7 +106,7 @@ class DistilBertEmbeddings(nn.Module):
             c.max_position_embeddings, c.hidden_size, "position_embeddings", position_init
         )(positions)
         x = bert.layer_norm(_LAYER_NORM_EPS, "layer_norm")(x)
-        return nn.Dropout(c.hidden_dropout)(x, deterministic=deterministic).astype(self.dtype)
+        return hashed_dropout.Dropout(c.hidden_dropout)(x, deterministic=deterministic).astype(self.dtype)
 
 
 class PreClassifier(nn.Module):
@@ -137,7 +138,7 @@ class DistilBertForSequenceClassification(nn.Module):
         self.embeddings = DistilBertEmbeddings(self.config, self.dtype)
         self.encoder = bert.Encoder(self.config.encoder_spec, self.dtype)
         self.pre_classifier = PreClassifier()
-        self.head_dropout = nn.Dropout(self.config.seq_classif_dropout)
+        self.head_dropout = hashed_dropout.Dropout(self.config.seq_classif_dropout)
         self.classifier = bert.dense(self.num_labels, jnp.float32, "classifier")
 
     def encode(
