@@ -68,6 +68,24 @@ def bench_dropout_table(path: pathlib.Path) -> str:
     return "\n".join(lines)
 
 
+def bench_serving_table(path: pathlib.Path) -> str:
+    r = json.loads(path.read_text())
+    a, b = r["shared"], r["dense_one_by_one"]
+    return "\n".join([
+        (f"{r['tasks']} tasks x {r['rows_per_task']} rows, seq {r['seq']}, one mixed batch "
+         "(`python benchmarks/serving_bench.py`):"), "",
+        "| | resident bytes | program temp bytes | seconds | examples/s |", "|---|---|---|---|---|",
+        (f"| one backbone + packed masks | {a['resident_bytes']:,} | {a['program_bytes']:,} | "
+         f"{a['seconds']:.3f} | {a['ex_s']:.1f} |"),
+        (f"| dense task models one by one | {b['resident_bytes']:,} | {b['program_bytes']:,} | "
+         f"{b['seconds']:.3f} | {b['ex_s']:.1f} |"),
+        "", (f"Resident memory {r['memory_ratio_resident']:.2f}x, resident + program temp "
+             f"{(a['resident_bytes'] + a['program_bytes']) / (b['resident_bytes'] + b['program_bytes']):.2f}x, "
+             f"throughput {r['throughput_ratio']:.2f}x of the dense models; largest logit difference "
+             f"{r['max_abs_logit_diff']:.1e}."),
+    ])
+
+
 def bench_partitions_table(path: pathlib.Path) -> str:
     r = json.loads(path.read_text())
     lines = [f"Seq {r['seq']}, batch {r['batch']}, one run (`python benchmarks/partition_bench.py`):", "",
@@ -83,6 +101,8 @@ def table_of(name: str) -> str | None:
     md, js = REPO / "results" / f"{name}.md", REPO / "results" / f"{name}.json"
     if name == "bench_train" and js.exists():
         return bench_train_table(js)
+    if name == "bench_serving" and js.exists():
+        return bench_serving_table(js)
     if name == "bench_dropout" and js.exists():
         return bench_dropout_table(js)
     if name == "bench_partitions" and js.exists():
