@@ -35,9 +35,9 @@ def bucket_lengths(
 
     By default min_length * (1, 1.5, 2, 3, 4, 6, ...) below `max_length`, then `max_length`:
     (8, 12, 16, 24, 32, 48, 64, 96, 128) for 128, so a batch is padded by at most half beyond its
-    longest example and short-sentence tasks (CoLA, SST-2: ~11-13 tokens) get short buckets. On
-    CoLA's training set this pads an epoch to 116k tokens, against 148k with a smallest bucket of
-    16 and 197k when each batch is padded to its longest example (examples have 97k tokens).
+    longest example and short-sentence tasks (CoLA, SST-2: ~11-13 tokens) get short buckets
+    (`benchmarks/train_bench.py --mode=epoch` counts the padded tokens of an epoch against
+    padding each batch to its longest example).
     With `step`, multiples of it instead: (32, 64, 96, 128) for step 32. Each length is one
     more jit compilation of the train and eval steps.
     """

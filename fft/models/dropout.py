@@ -4,7 +4,7 @@
 (threefry, or Philox behind 'rbg' keys), which on CPU costs about as much as a matmul of the same
 size. Here each element's 32 random bits are `fmix32` (MurmurHash3's finaliser) of its flat index
 mixed with the words of the key, so XLA computes them inside the fusion that applies the mask: no
-random buffer, about 1 ns per element instead of 4-12.
+random buffer, and a fraction of the cost (`benchmarks/dropout_bench.py` measures both).
 
 The bits pass the checks a dropout mask needs (tests/dropout_test.py): the keep rate matches,
 neighbouring elements and masks from different keys are uncorrelated, and a key always gives the
