@@ -74,6 +74,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "enabled": False,
         "rules": "",  # ';'-separated path regexes; '' = attention + FFN kernels of every layer.
         "extra_rules": "",  # e.g. 'embeddings/word_embeddings/embedding;pooler/dense/kernel'.
+        # Top-level subtrees that train normally (AdamW at optim.lr) and are stored in float32 with
+        # the masks; ';'-separated, '' = the model's head (BERT: classifier; DistilBERT:
+        # pre_classifier;classifier). 'pooler;classifier' gives BERT DistilBERT's layout.
+        "head_keys": "",
         "mode": "threshold",  # 'threshold' (score > threshold) or 'topk' (keep_fraction/tensor).
         "threshold": 0.0,
         "keep_fraction": 0.95,

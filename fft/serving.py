@@ -83,8 +83,9 @@ def _unpack(packed_row: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 
 
 def task_params(backbone: Mapping[str, Any], packed: Mapping[str, jax.Array], shapes, head) -> dict:
-    """One task's parameters: masked backbone leaves (+0.0 where masked) and its head."""
-    flat = tree_paths.flatten(backbone)
+    """One task's parameters: masked backbone leaves (+0.0 where masked) and its head, which
+    replaces the backbone's subtrees of the same names (e.g. a trained `pooler`)."""
+    flat = {p: x for p, x in tree_paths.flatten(backbone).items() if p.split("/", 1)[0] not in head}
     for p, row in packed.items():
         flat[p] = supermask.mask_weight(flat[p], _unpack(row, shapes[p]))
     return merge_trees(dict(head), tree_paths.unflatten(flat))

@@ -105,6 +105,21 @@ def full_params(config: ml_collections.ConfigDict, initial: Any, trained: Any) -
     return _override(initial, trained)
 
 
+def supermask_head_keys(config: ml_collections.ConfigDict, bundle: ModelBundle) -> tuple[str, ...]:
+    """Top-level subtrees that train normally in a supermask run: `supermask.head_keys` or the
+    model's head; raises ValueError for a name that is not a top-level subtree of the model."""
+    text = config.supermask.get("head_keys", "")
+    keys = tuple(k.strip() for k in text.split(";") if k.strip())
+    keys = keys or tuple(type(bundle.model).head_names)
+    unknown = [k for k in keys if k not in bundle.params]
+    if unknown:
+        raise ValueError(
+            f"config.supermask.head_keys={text!r}: {unknown} are not top-level parameter subtrees "
+            f"of the model ({sorted(bundle.params)})"
+        )
+    return keys
+
+
 def mask_config(config: ml_collections.ConfigDict) -> supermask.MaskConfig:
     """The run's supermask.MaskConfig from its `supermask` block."""
     c = config.supermask
@@ -266,7 +281,7 @@ def supermask_and_optimizer(config: ml_collections.ConfigDict, bundle: ModelBund
     """Scores for the masked tensors + the head train; the pretrained encoder is frozen."""
     mcfg = mask_config(config)
     trainable, frozen = supermask.init_trainable(
-        None, bundle.params, mcfg, head_keys=type(bundle.model).head_names
+        None, bundle.params, mcfg, head_keys=supermask_head_keys(config, bundle)
     )
     trainable = jax.device_get(trainable)
     c = config.supermask

@@ -32,6 +32,35 @@ class SupermaskTrainTest(absltest.TestCase):
         self.assertTrue(any(jax.tree.leaves(changed)))  # The scores did train.
         self.assertNotIn("encoder", state.params)  # Only scores and head are trainable state.
 
+    def test_pooler_in_the_head_trains_and_round_trips(self):
+        config = supermask_config(**{"supermask.head_keys": "pooler;classifier"})
+        workdir = pathlib.Path(self.create_tempdir().full_path)
+        run, state, _ = train.setup(config, workdir)
+        self.assertEqual(sorted(state.params["head"]), ["classifier", "pooler"])
+        self.assertNotIn("pooler", run.frozen)
+        pooler_before = jax.device_get(state.params["head"]["pooler"])
+        final = train.train_and_evaluate(config, workdir)
+        task = mask_store.read_task(workdir / "task_mask")
+        self.assertIn("pooler/dense/kernel", task.head)
+        self.assertFalse(np.array_equal(task.head["pooler/dense/kernel"], pooler_before["dense"]["kernel"]))
+        self.assertEqual(self._reevaluate(config, workdir), final["eval"]["dev"])
+
+    def test_unknown_head_key_is_refused(self):
+        config = supermask_config(**{"supermask.head_keys": "pooler;clasifier"})
+        with self.assertRaisesRegex(ValueError, r"\['clasifier'\] are not top-level parameter subtrees"):
+            train.setup(config, pathlib.Path(self.create_tempdir().full_path))
+
+    def _reevaluate(self, config, workdir):
+        bundle = train.load_model(config, 2)
+        dense = mask_store.import_task(workdir / "task_mask", bundle.params)
+        data = train.load_data(config, tokenize.load_tokenizer(bundle.tokenizer_dir))
+        mesh = sharding.make_mesh(config.mesh)
+        eval_step = jax.jit(functools.partial(steps.eval_step, model=bundle.model, is_regression=False))
+        return train.evaluate(
+            eval_step, jax.device_put(dense), {}, data.evals["dev"], batch_size=config.eval_batch_size,
+            buckets=data.buckets, mesh=mesh, task=data.task,
+        )
+
     def test_exported_masks_reproduce_dev_metrics_exactly(self):
         config = supermask_config()
         workdir = pathlib.Path(self.create_tempdir().full_path)
