@@ -157,7 +157,7 @@ DROPOUT_RNGS = ("rbg", "threefry2x32", "unsafe_rbg")
 
 def dropout_key(config: ml_collections.ConfigDict) -> jax.Array:
     """The run's dropout key, seeded by `config.seed + 1`, of PRNG kind `config.dropout_rng`."""
-    impl = config.get("dropout_rng", "threefry2x32")
+    impl = config.get("dropout_rng", DROPOUT_RNGS[0])  # Configs that predate the field: the default.
     if impl not in DROPOUT_RNGS:
         raise ValueError(f"config.dropout_rng={impl!r}; valid: {', '.join(DROPOUT_RNGS)}")
     return jax.random.key(config.seed + 1, impl=impl)
