@@ -76,7 +76,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "extra_rules": "",  # e.g. 'embeddings/word_embeddings/embedding;pooler/dense/kernel'.
         # Top-level subtrees that train normally (AdamW at optim.lr) and are stored in float32 with
         # the masks; ';'-separated, '' = the model's head (BERT: classifier; DistilBERT:
-        # pre_classifier;classifier). 'pooler;classifier' gives BERT DistilBERT's layout.
+        # pre_classifier;classifier). 'pooler;classifier' also trains BERT's pooler.
         "head_keys": "",
         "mode": "threshold",  # 'threshold' (score > threshold) or 'topk' (keep_fraction/tensor).
         "threshold": 0.0,
