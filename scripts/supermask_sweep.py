@@ -22,6 +22,7 @@ import csv
 import json
 import pathlib
 import sys
+from typing import NamedTuple
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
@@ -37,6 +38,24 @@ CLASSIFIER = "classifier"  # The model's own head; "pooler+classifier" also trai
 POOLER = "pooler+classifier"
 UNIFORM = "uniform@0.05"  # Score init @ init_scale; "magnitude@1" ranks the scores by |W|.
 MAGNITUDE = "magnitude@1"
+
+
+class Run(NamedTuple):
+    """One supermask run; the fields after score_lr default to the first runs' settings."""
+
+    task: str
+    sparsity: float
+    score_lr: float
+    head_lr: float = HEAD_LR
+    head: str = CLASSIFIER
+    init: str = UNIFORM
+
+
+def _init_parts(init: str) -> tuple[str, float]:
+    """'magnitude@1' -> ('magnitude', 1.0)."""
+    kind, scale = init.split("@")
+    return kind, float(scale)
+
 # (task, initial sparsity, score lr, head lr, head[, init]), in the order they ran. The first four
 # give the classifier lr 1e-4 (full fine-tuning's scale); CoLA, STS-B and RTE stayed at chance,
 # as they did with a classifier at 1e-3 and with the pooler trained with the classifier (DistilBERT's
@@ -45,17 +64,17 @@ MAGNITUDE = "magnitude@1"
 # by |W| at init_scale 1 (MAGNITUDE) made STS-B learn and lifted SST-2; CoLA and RTE stayed at
 # chance with it too.
 DEFAULT_RUNS = (
-    ("cola", 0.05, 1e-3, HEAD_LR, CLASSIFIER), ("sst2", 0.05, 1e-3, HEAD_LR, CLASSIFIER),
-    ("stsb", 0.05, 1e-3, HEAD_LR, CLASSIFIER), ("rte", 0.05, 1e-3, HEAD_LR, CLASSIFIER),
-    ("cola", 0.05, 5e-3, 1e-3, CLASSIFIER), ("stsb", 0.05, 1e-3, 1e-3, CLASSIFIER),
-    ("cola", 0.05, 1e-3, 1e-3, POOLER), ("stsb", 0.05, 1e-3, 1e-3, POOLER),
-    ("rte", 0.05, 1e-3, 1e-3, POOLER), ("stsb", 0.05, 1e-3, 1e-3, POOLER, MAGNITUDE),
-    ("rte", 0.05, 1e-3, 1e-3, POOLER, MAGNITUDE), ("cola", 0.05, 1e-3, 1e-3, POOLER, MAGNITUDE),
-    ("sst2", 0.05, 1e-3, 1e-3, POOLER, MAGNITUDE),
+    Run("cola", 0.05, 1e-3, HEAD_LR, CLASSIFIER), Run("sst2", 0.05, 1e-3, HEAD_LR, CLASSIFIER),
+    Run("stsb", 0.05, 1e-3, HEAD_LR, CLASSIFIER), Run("rte", 0.05, 1e-3, HEAD_LR, CLASSIFIER),
+    Run("cola", 0.05, 5e-3, 1e-3, CLASSIFIER), Run("stsb", 0.05, 1e-3, 1e-3, CLASSIFIER),
+    Run("cola", 0.05, 1e-3, 1e-3, POOLER), Run("stsb", 0.05, 1e-3, 1e-3, POOLER),
+    Run("rte", 0.05, 1e-3, 1e-3, POOLER), Run("stsb", 0.05, 1e-3, 1e-3, POOLER, MAGNITUDE),
+    Run("rte", 0.05, 1e-3, 1e-3, POOLER, MAGNITUDE), Run("cola", 0.05, 1e-3, 1e-3, POOLER, MAGNITUDE),
+    Run("sst2", 0.05, 1e-3, 1e-3, POOLER, MAGNITUDE),
     # Not run yet: the magnitude init without the pooler, other sparsities.
-    ("stsb", 0.05, 1e-3, 1e-3, CLASSIFIER, MAGNITUDE),
-    ("stsb", 0.10, 1e-3, 1e-3, POOLER, MAGNITUDE), ("stsb", 0.01, 1e-3, 1e-3, POOLER, MAGNITUDE),
-    ("rte", 0.10, 1e-3, 1e-3, POOLER, MAGNITUDE), ("rte", 0.01, 1e-3, 1e-3, POOLER, MAGNITUDE),
+    Run("stsb", 0.05, 1e-3, 1e-3, CLASSIFIER, MAGNITUDE),
+    Run("stsb", 0.10, 1e-3, 1e-3, POOLER, MAGNITUDE), Run("stsb", 0.01, 1e-3, 1e-3, POOLER, MAGNITUDE),
+    Run("rte", 0.10, 1e-3, 1e-3, POOLER, MAGNITUDE), Run("rte", 0.01, 1e-3, 1e-3, POOLER, MAGNITUDE),
 )
 
 
@@ -63,8 +82,8 @@ def overrides(task: str, sparsity: float, score_lr: float, head_lr: float, head:
               init: str = UNIFORM) -> list[str]:
     extra = [] if head == CLASSIFIER else [f"--config.supermask.head_keys={head.replace('+', ';')}"]
     if init != UNIFORM:
-        name, scale = init.split("@")
-        extra += [f"--config.supermask.init={name}", f"--config.supermask.init_scale={float(scale):g}"]
+        kind, scale = _init_parts(init)
+        extra += [f"--config.supermask.init={kind}", f"--config.supermask.init_scale={scale:g}"]
     return ["--config.supermask.enabled=true", f"--config.supermask.initial_sparsity={sparsity}",
             f"--config.supermask.score_lr={score_lr}", f"--config.optim.lr={head_lr:g}", *extra,
             *EPOCHS.get(task, [])]
@@ -78,8 +97,8 @@ def workdir(task: str, sparsity: float, score_lr: float, head_lr: float, head: s
     if head != CLASSIFIER:
         name += "_" + head.replace("+classifier", "").replace("+", "_")
     if init != UNIFORM:
-        kind, scale = init.split("@")
-        name += f"_{kind}{float(scale):g}"
+        kind, scale = _init_parts(init)
+        name += f"_{kind}{scale:g}"
     return REPO / "runs" / "supermask" / task / name
 
 
@@ -91,14 +110,14 @@ def parse_runs(text: str):
             raise ValueError(f"run {item!r}: expected task:sparsity:score_lr[:head_lr[:head[:init]]]")
         head_lr = float(rest[0]) if rest else HEAD_LR
         head = rest[1] if len(rest) > 1 else CLASSIFIER
-        runs.append((task, float(sparsity), float(lr), head_lr, head, rest[2] if len(rest) > 2 else UNIFORM))
+        runs.append(Run(task, float(sparsity), float(lr), head_lr, head, rest[2] if len(rest) > 2 else UNIFORM))
     return runs
 
 
 def table(runs) -> list[dict]:
     rows = []
     for run in runs:
-        task, sparsity, lr, head_lr, head, init = (*run, UNIFORM)[:6]
+        task, sparsity, lr, head_lr, head, init = run
         path = workdir(task, sparsity, lr, head_lr, head, init) / "final_metrics.json"
         full_path = FULL_RUNS.get(task, REPO / "runs" / "full_ft" / task) / "final_metrics.json"
         if not path.exists():
@@ -191,7 +210,7 @@ def main() -> None:
     runs = parse_runs(args.runs) if args.runs else list(DEFAULT_RUNS)
     if not args.table_only:
         for run in runs:
-            experiments.run(run[0], workdir(*run), overrides(*run))
+            experiments.run(run.task, workdir(*run), overrides(*run))
     write(table(list(DEFAULT_RUNS) + [r for r in runs if r not in DEFAULT_RUNS]))
 
 
