@@ -44,7 +44,7 @@ def median_seconds(fn: Callable[[], Any], n: int, warmup: int) -> float:
 def machine_info(**extra: Any) -> dict[str, Any]:
     """Where a benchmark ran: OS platform, CPU count, Python, JAX version and backend, plus `extra`.
 
-    Keys: platform, cpus, python, jax, jax_backend, then the `extra` keys (e.g. torch=...) in the
+    Keys: platform, cpus, python, jax, jax_backend, glibc_tunables, then the `extra` keys (e.g. torch=...) in the
     order given. Calling it initializes JAX's default backend.
     """
     import jax
@@ -55,6 +55,7 @@ def machine_info(**extra: Any) -> dict[str, Any]:
         "python": platform.python_version(),
         "jax": jax.__version__,
         "jax_backend": jax.default_backend(),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),  # See fft/malloc_tuning.py.
         **extra,
     }
 

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from benchmarks import common as bench
 from benchmarks import train_bench
 from configs import common
-from fft import models, optim, steps
+from fft import malloc_tuning, models, optim, steps
 from fft.models import dropout as hashed_dropout
 from fft.models import loading
 
@@ -128,4 +128,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    malloc_tuning.reexec_with_malloc_tuning()  # Both sides of every comparison run in this one process.
     main()

@@ -29,7 +29,7 @@ import numpy as np
 from benchmarks import common as bench
 from benchmarks.train_bench import _random_batch
 from configs import common
-from fft import feature_cache, models, optim, partition, steps, supermask, tree_paths
+from fft import feature_cache, malloc_tuning, models, optim, partition, steps, supermask, tree_paths
 from fft.models import loading
 
 PRESETS = ("full", "bitfit", "head", "layers:top1", "layers:top2", "layers:top3", "supermask")
@@ -127,4 +127,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    malloc_tuning.reexec_with_malloc_tuning()  # Both sides of every comparison run in this one process.
     main()

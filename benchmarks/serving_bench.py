@@ -25,7 +25,7 @@ import numpy as np
 
 from benchmarks import common as bench
 from benchmarks.train_bench import _random_batch
-from fft import mask_store, models, serving, supermask, tree_paths
+from fft import malloc_tuning, mask_store, models, serving, supermask, tree_paths
 from fft.models import loading
 
 
@@ -116,4 +116,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    malloc_tuning.reexec_with_malloc_tuning()  # Both sides of every comparison run in this one process.
     main()

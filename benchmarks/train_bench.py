@@ -30,7 +30,7 @@ import numpy as np
 from benchmarks import common as bench
 from configs import common
 from configs import glue as glue_config
-from fft import models, optim, steps
+from fft import malloc_tuning, models, optim, steps
 from fft import train as train_lib
 from fft.models import loading
 
@@ -233,4 +233,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    malloc_tuning.reexec_with_malloc_tuning()  # Both sides of every comparison run in this one process.
     main()

@@ -2,6 +2,8 @@
 
 Only parses flags and calls `fft.train.train_and_evaluate`. Multi-host jobs (TPU VM pods, several
 GPU hosts) set `--distributed` (or FFT_DISTRIBUTED=1) so `jax.distributed.initialize()` runs first.
+On Linux the process first restarts itself once with glibc malloc tunables that keep XLA's
+per-step buffers mapped (`fft.malloc_tuning`; FFT_MALLOC_TUNING=0 turns that off).
 """
 
 import os
@@ -45,4 +47,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    from fft import malloc_tuning
+
+    malloc_tuning.reexec_with_malloc_tuning()  # Restarts once with huge-page malloc where that helps.
     app.run(main)

@@ -4,6 +4,7 @@ The fixtures come from `scripts/make_reference_fixtures.py` (transformers + torc
 venv); these tests never import torch and never touch the network.
 """
 
+import functools
 import json
 import math
 import os
@@ -384,6 +385,15 @@ class PiecesTest(absltest.TestCase):
         tanh = 0.5 * x * (1 + math.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
         self.assertAlmostEqual(float(bert.ACTIVATIONS["gelu"](jnp.float32(x))), exact, places=6)
         self.assertAlmostEqual(float(bert.ACTIVATIONS["gelu_new"](jnp.float32(x))), tanh, places=6)
+
+    def test_gelu_erf_matches_erfc_form_and_its_gradient(self):
+        x = jnp.linspace(-12.0, 12.0, 24001)
+        reference = functools.partial(jax.nn.gelu, approximate=False)  # The erfc formulation.
+        np.testing.assert_allclose(bert.gelu_erf(x), reference(x), atol=2e-6)
+        grad = jax.vmap(jax.grad(bert.gelu_erf))(x)
+        np.testing.assert_allclose(grad, jax.vmap(jax.grad(reference))(x), atol=2e-6)
+        self.assertEqual(float(bert.gelu_erf(jnp.float32(-30.0))), 0.0)
+        self.assertEqual(bert.gelu_erf(x.astype(jnp.bfloat16)).dtype, jnp.bfloat16)
 
     def test_sinusoidal_table(self):
         table = np.asarray(distilbert.sinusoidal_init(None, (3, 4)))
