@@ -41,6 +41,7 @@ def main(argv):
     if FLAGS.compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(FLAGS.compilation_cache_dir))
     logging.info("JAX %s: process %d/%d, devices %s", jax.__version__, jax.process_index(), jax.process_count(), jax.devices())
+    logging.info("GLIBC_TUNABLES=%r (fft.malloc_tuning)", os.environ.get("GLIBC_TUNABLES", ""))
     from fft import train  # After distributed init.
 
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
