@@ -71,10 +71,12 @@ DEFAULT_RUNS = (
     Run("rte", 0.05, 1e-3, 1e-3, POOLER), Run("stsb", 0.05, 1e-3, 1e-3, POOLER, MAGNITUDE),
     Run("rte", 0.05, 1e-3, 1e-3, POOLER, MAGNITUDE), Run("cola", 0.05, 1e-3, 1e-3, POOLER, MAGNITUDE),
     Run("sst2", 0.05, 1e-3, 1e-3, POOLER, MAGNITUDE),
-    # Not run yet: the magnitude init without the pooler, other sparsities.
-    Run("stsb", 0.05, 1e-3, 1e-3, CLASSIFIER, MAGNITUDE),
+    # Initial sparsity 10% and 1% with the magnitude init, and the magnitude init without the pooler.
     Run("stsb", 0.10, 1e-3, 1e-3, POOLER, MAGNITUDE), Run("stsb", 0.01, 1e-3, 1e-3, POOLER, MAGNITUDE),
     Run("rte", 0.10, 1e-3, 1e-3, POOLER, MAGNITUDE), Run("rte", 0.01, 1e-3, 1e-3, POOLER, MAGNITUDE),
+    Run("sst2", 0.10, 1e-3, 1e-3, POOLER, MAGNITUDE), Run("sst2", 0.01, 1e-3, 1e-3, POOLER, MAGNITUDE),
+    Run("cola", 0.10, 1e-3, 1e-3, POOLER, MAGNITUDE), Run("cola", 0.01, 1e-3, 1e-3, POOLER, MAGNITUDE),
+    Run("stsb", 0.05, 1e-3, 1e-3, CLASSIFIER, MAGNITUDE),
 )
 
 

@@ -97,16 +97,47 @@ def bench_partitions_table(path: pathlib.Path) -> str:
     return "\n".join(lines)
 
 
+def bench_malloc_table(path: pathlib.Path) -> str:
+    r = json.loads(path.read_text())
+    sides = ("default", "huge_pages", "retain", "retain_huge_pages")
+    lines = ["| seq | GLIBC_TUNABLES | page faults / step | user s / step | system s / step | ex/s | speed-up |",
+             "|---|---|---|---|---|---|---|"]
+    for row in r["train_step"]:
+        for side in sides:
+            tunables = row[f"{side}_tunables"].replace("glibc.malloc.", "") or "(glibc defaults)"
+            lines.append(f"| {row['seq']} | `{tunables}` | {row[f'{side}_minor_faults_per_step']:,.0f} | "
+                         f"{row[f'{side}_user_s_per_step']:.2f} | {row[f'{side}_sys_s_per_step']:.3f} | "
+                         f"{row[f'{side}_ex_s']:.1f} | {row[f'{side}_speedup']:.2f}x |")
+    return "\n".join(lines)
+
+
+def bench_optim_table(path: pathlib.Path) -> str:
+    r = json.loads(path.read_text())
+    u = r["update_ms"]
+    lines = ["| AdamW update of MiniLM's 22.7M parameters (clip + update + apply) | ms |", "|---|---|"]
+    names = {"optax_adamw": "`optax.adamw`", "fused_adamw": "`fft.optim.fused_adamw`",
+             "torch_adamw": "torch.optim.AdamW (default)", "torch_adamw_fused": "torch.optim.AdamW(fused=True)"}
+    lines += [f"| {label} | {u[key]:.1f} |" for key, label in names.items() if key in u]
+    lines += ["", "| train step, batch 32 | optax.adamw ex/s | fused_adamw ex/s | ratio |", "|---|---|---|---|"]
+    lines += [f"| seq {row['seq']} | {row['optax_adamw_ex_s']:.1f} | {row['fused_adamw_ex_s']:.1f} | "
+              f"{row['step_ratio_fused_over_optax']:.2f}x |" for row in r["train_step"]]
+    return "\n".join(lines)
+
+
+RENDERERS = {
+    "bench_train": bench_train_table,
+    "bench_serving": bench_serving_table,
+    "bench_dropout": bench_dropout_table,
+    "bench_partitions": bench_partitions_table,
+    "bench_malloc": bench_malloc_table,
+    "bench_optim": bench_optim_table,
+}
+
+
 def table_of(name: str) -> str | None:
     md, js = REPO / "results" / f"{name}.md", REPO / "results" / f"{name}.json"
-    if name == "bench_train" and js.exists():
-        return bench_train_table(js)
-    if name == "bench_serving" and js.exists():
-        return bench_serving_table(js)
-    if name == "bench_dropout" and js.exists():
-        return bench_dropout_table(js)
-    if name == "bench_partitions" and js.exists():
-        return bench_partitions_table(js)
+    if name in RENDERERS and js.exists():
+        return RENDERERS[name](js)
     if not md.exists():
         return None
     text = md.read_text().split("\nCommands:")[0].rstrip()
