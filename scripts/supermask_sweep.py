@@ -165,13 +165,34 @@ def write(rows: list[dict]) -> None:
     lines = [
         ("Supermask fine-tuning of the packaged MiniLM: only binary masks over the frozen attention "
         "and FFN kernels (and the head) train. Regenerate: `python scripts/supermask_sweep.py`."),
-        "", "| " + " | ".join(t for _, t in cols) + " |", "|" + "---|" * len(cols)]
+        "", *sparsity_summary(flat), "", "All runs:", "",
+        "| " + " | ".join(t for _, t in cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[k]) for k, _ in cols) + " |" for r in flat]
     lines += ["", "Commands:", ""] + [f"- `{r['command']}`" for r in flat]
     (out / "supermask.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[: 4 + len(flat)]))
-    if rows:
-        plot(rows, out / "supermask_sparsity.png")
+    print("\n".join(lines[: lines.index("Commands:")]))
+    plotted = [r for r in rows if r["init"] == MAGNITUDE] or rows
+    if plotted:
+        plot(plotted, out / "supermask_sparsity.png")
+
+
+def sparsity_summary(rows: list[dict]) -> list[str]:
+    """Markdown lines: dev (final sparsity) per task and initial sparsity, magnitude init, score lr 1e-3."""
+    chosen = [r for r in rows if r["init"] == MAGNITUDE and r["head"] == POOLER and r["score_lr"] == 1e-3]
+    sparsities = sorted({r["initial_sparsity"] for r in chosen})
+    tasks = list(dict.fromkeys(r["task"] for r in chosen))
+    if not chosen:
+        return []
+    lines = [("Dev score by initial sparsity (score init magnitude@1, score lr 1e-3, pooler + classifier "
+              "trained; in brackets the final sparsity):"), "",
+             "| task | metric | " + " | ".join(f"initial {100 * s:g}%" for s in sparsities) + " | full FT |",
+             "|---|---|" + "---|" * (len(sparsities) + 1)]
+    for task in tasks:
+        by = {r["initial_sparsity"]: r for r in chosen if r["task"] == task}
+        cells = [f"{by[s]['dev']} ({100 * by[s]['final_sparsity']:.1f}%)" if s in by else "-" for s in sparsities]
+        first = next(iter(by.values()))
+        lines.append(f"| {task} | {first['metric']} | " + " | ".join(cells) + f" | {first['full_ft_dev']} |")
+    return lines
 
 
 def plot(rows: list[dict], path: pathlib.Path) -> None:
