@@ -111,26 +111,12 @@ def bench_malloc_table(path: pathlib.Path) -> str:
     return "\n".join(lines)
 
 
-def bench_optim_table(path: pathlib.Path) -> str:
-    r = json.loads(path.read_text())
-    u = r["update_ms"]
-    lines = ["| AdamW update of MiniLM's 22.7M parameters (clip + update + apply) | ms |", "|---|---|"]
-    names = {"optax_adamw": "`optax.adamw`", "fused_adamw": "`fft.optim.fused_adamw`",
-             "torch_adamw": "torch.optim.AdamW (default)", "torch_adamw_fused": "torch.optim.AdamW(fused=True)"}
-    lines += [f"| {label} | {u[key]:.1f} |" for key, label in names.items() if key in u]
-    lines += ["", "| train step, batch 32 | optax.adamw ex/s | fused_adamw ex/s | ratio |", "|---|---|---|---|"]
-    lines += [f"| seq {row['seq']} | {row['optax_adamw_ex_s']:.1f} | {row['fused_adamw_ex_s']:.1f} | "
-              f"{row['step_ratio_fused_over_optax']:.2f}x |" for row in r["train_step"]]
-    return "\n".join(lines)
-
-
 RENDERERS = {
     "bench_train": bench_train_table,
     "bench_serving": bench_serving_table,
     "bench_dropout": bench_dropout_table,
     "bench_partitions": bench_partitions_table,
     "bench_malloc": bench_malloc_table,
-    "bench_optim": bench_optim_table,
 }
 
 
