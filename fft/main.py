@@ -50,5 +50,5 @@ def main(argv):
 if __name__ == "__main__":
     from fft import malloc_tuning
 
-    malloc_tuning.reexec_with_malloc_tuning()  # Restarts once with huge-page malloc where that helps.
+    malloc_tuning.reexec_with_malloc_tuning()  # Restarts once with tuned malloc where it applies.
     app.run(main)
