@@ -150,6 +150,7 @@ def table(runs) -> list[dict]:
             "compressed_bytes": store["compressed_bytes"],
             "bits_per_entry_compressed": round(store["bits_per_entry_compressed"], 3),
             "train_seconds": round(m["train_seconds"], 1), "epochs": round(m["epochs"], 2),
+            "epochs_given": run.epochs,  # 0: the task's default epochs.
             "sparsity_per_tensor": store["sparsity"],
             "command": experiments.display_command(task, workdir(*run), overrides(*run)),
         })
@@ -186,14 +187,16 @@ def write(rows: list[dict]) -> None:
 
 
 def sparsity_summary(rows: list[dict]) -> list[str]:
-    """Markdown lines: dev (final sparsity) per task and initial sparsity, magnitude init, score lr 1e-3."""
-    chosen = [r for r in rows if r["init"] == MAGNITUDE and r["head"] == POOLER and r["score_lr"] == 1e-3]
+    """Markdown lines: dev (final sparsity) per task and initial sparsity, magnitude init, score lr 1e-3,
+    default epochs."""
+    chosen = [r for r in rows if r["init"] == MAGNITUDE and r["head"] == POOLER and r["score_lr"] == 1e-3
+              and not r["epochs_given"]]
     sparsities = sorted({r["initial_sparsity"] for r in chosen})
     tasks = list(dict.fromkeys(r["task"] for r in chosen))
     if not chosen:
         return []
     lines = [("Dev score by initial sparsity (score init magnitude@1, score lr 1e-3, pooler + classifier "
-              "trained; in brackets the final sparsity):"), "",
+              "trained, default epochs; in brackets the final sparsity):"), "",
              "| task | metric | " + " | ".join(f"initial {100 * s:g}%" for s in sparsities) + " | full FT |",
              "|---|---|" + "---|" * (len(sparsities) + 1)]
     for task in tasks:
