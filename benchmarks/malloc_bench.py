@@ -15,7 +15,6 @@ seconds during the step.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import pathlib
@@ -43,27 +42,15 @@ SIDES = {  # name -> GLIBC_TUNABLES of that worker.
 
 def worker(seq: int, batch: int) -> None:
     """Compiles the train step, then runs one step per line read from stdin; prints JSON lines."""
-    import jax
-    import jax.numpy as jnp
-
     from benchmarks import train_bench
-    from configs import common
-    from fft import models, optim, steps
     from fft.models import loading
 
-    pretrained = loading.load_pretrained(loading.resolve_model_dir("minilm"))
-    model = models.create_model(pretrained.model_type, pretrained.model_config, 2, jnp.float32)
-    params = loading.init_params(model, jax.random.key(0), pretrained.params)
-    tx = optim.adamw(common.optim_config(), total_steps=1000)
-    state = [steps.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))]
-    train = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, is_regression=False),
-                    donate_argnums=(0,))
-    data = jax.device_put(train_bench._random_batch(batch, seq))
+    run_step, _, _, _ = train_bench.minilm_train_step(loading.resolve_model_dir("minilm"), batch, seq)
+    run_step()  # Compile before the parent starts timing.
     print(json.dumps({"ready": True, "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}), flush=True)
     for _ in sys.stdin:
         before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        state[0], metrics = train(state[0], {}, data, jax.random.key(1))
-        jax.block_until_ready(metrics)
+        run_step()
         seconds, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
         print(json.dumps({"seconds": seconds, "minor_faults": after.ru_minflt - before.ru_minflt,
                           "user_s": after.ru_utime - before.ru_utime,

@@ -46,20 +46,30 @@ def _random_batch(batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
     }
 
 
-def jax_step_times(model_dir, batch: int, seq: int, n: int, warmup: int) -> dict[str, float]:
+def minilm_train_step(model_dir, batch: int, seq: int):
+    """MiniLM with a fresh 2-label head, AdamW, and a random batch: what every step benchmark times.
+
+    Returns (run_step, state, model, data): `run_step()` runs one jitted train step (state donated,
+    dropout on, the PRNG kind training uses) and blocks; `state[0]` is the current TrainState."""
     pretrained = loading.load_pretrained(model_dir)
     model = models.create_model(pretrained.model_type, pretrained.model_config, 2, jnp.float32)
     params = jax.device_put(loading.init_params(model, jax.random.key(0), pretrained.params))
     tx = optim.adamw(common.optim_config(), total_steps=1000)
     state = [steps.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))]
     train = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, is_regression=False), donate_argnums=(0,))
-    evaluate = jax.jit(functools.partial(steps.eval_step, model=model, is_regression=False))
     data = jax.device_put(_random_batch(batch, seq))
-    rng = train_lib.dropout_key(glue_config.get_config())  # The PRNG kind training uses.
+    rng = train_lib.dropout_key(glue_config.get_config())
 
-    def train_once():
+    def run_step():
         state[0], metrics = train(state[0], {}, data, rng)
         jax.block_until_ready(metrics)
+
+    return run_step, state, model, data
+
+
+def jax_step_times(model_dir, batch: int, seq: int, n: int, warmup: int) -> dict[str, float]:
+    train_once, state, model, data = minilm_train_step(model_dir, batch, seq)
+    evaluate = jax.jit(functools.partial(steps.eval_step, model=model, is_regression=False))
 
     def eval_once():
         jax.block_until_ready(evaluate(state[0].params, {}, data))

@@ -191,10 +191,10 @@ def sparsity_summary(rows: list[dict]) -> list[str]:
     default epochs."""
     chosen = [r for r in rows if r["init"] == MAGNITUDE and r["head"] == POOLER and r["score_lr"] == 1e-3
               and not r["epochs_given"]]
-    sparsities = sorted({r["initial_sparsity"] for r in chosen})
-    tasks = list(dict.fromkeys(r["task"] for r in chosen))
     if not chosen:
         return []
+    sparsities = sorted({r["initial_sparsity"] for r in chosen})
+    tasks = list(dict.fromkeys(r["task"] for r in chosen))
     lines = [("Dev score by initial sparsity (score init magnitude@1, score lr 1e-3, pooler + classifier "
               "trained, default epochs; in brackets the final sparsity):"), "",
              "| task | metric | " + " | ".join(f"initial {100 * s:g}%" for s in sparsities) + " | full FT |",

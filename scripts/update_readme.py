@@ -99,11 +99,10 @@ def bench_partitions_table(path: pathlib.Path) -> str:
 
 def bench_malloc_table(path: pathlib.Path) -> str:
     r = json.loads(path.read_text())
-    sides = ("default", "huge_pages", "retain", "retain_huge_pages")
     lines = ["| seq | GLIBC_TUNABLES | page faults / step | user s / step | system s / step | ex/s | speed-up |",
              "|---|---|---|---|---|---|---|"]
     for row in r["train_step"]:
-        for side in sides:
+        for side in [k.removesuffix("_tunables") for k in row if k.endswith("_tunables")]:
             tunables = row[f"{side}_tunables"].replace("glibc.malloc.", "") or "(glibc defaults)"
             lines.append(f"| {row['seq']} | `{tunables}` | {row[f'{side}_minor_faults_per_step']:,.0f} | "
                          f"{row[f'{side}_user_s_per_step']:.2f} | {row[f'{side}_sys_s_per_step']:.3f} | "
