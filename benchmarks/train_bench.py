@@ -2,6 +2,7 @@
 
   python benchmarks/train_bench.py --mode=step            # per-step at seq 64/128, batch 32
   python benchmarks/train_bench.py --mode=epoch --task=cola  # one real epoch, end to end
+                                                           # (packed rows and length buckets)
   python benchmarks/train_bench.py --mode=all             # both (writes results/bench_train.json)
 
 Both sides use the packaged all-MiniLM-L6-v2, fp32, AdamW, dropout on, on the same machine in the
@@ -119,34 +120,47 @@ def bench_steps(model_dir, seqs, batch: int, n: int, warmup: int, have_torch: bo
     return rows
 
 
-def fft_epoch(task: str, batch: int, max_length: int) -> dict:
-    """One epoch through `train.train_and_evaluate`, as `python -m fft.main` runs it."""
-    from configs import glue as glue_config
-    from fft import train
-
+def epoch_config(task: str, batch: int, max_length: int, packed: bool):
     config = glue_config.get_config(f"task={task}")
     config.num_epochs = 1.0
     config.batch_size = batch
     config.data.max_length = max_length
+    config.data.packing = packed
     config.checkpoint.every_steps = 10**9
     config.log_every_steps = 50
+    return config
+
+
+def fft_epoch(task: str, batch: int, max_length: int, packed: bool = True) -> dict:
+    """One epoch through `train.train_and_evaluate`, as `python -m fft.main` runs it; `packed`
+    picks packed rows (the default) or length buckets for the training batches."""
+    from fft import train
+
+    config = epoch_config(task, batch, max_length, packed)
     with tempfile.TemporaryDirectory() as workdir:
         final = train.train_and_evaluate(config, workdir)
     return {"seconds": final["train_seconds"], "examples": final["train_examples"],
             "ex_s": final["train_examples_per_sec"], "dev": final["eval"]}
 
 
-def fft_padded_tokens(model_dir, task: str, batch: int, max_length: int) -> dict:
-    """Token positions one training epoch computes on: fft's length buckets vs the examples."""
-    from fft.data import batching, glue, tokenize
+def fft_padded_tokens(model_dir, task: str, batch: int, max_length: int, packed: bool = True) -> dict:
+    """Token positions one training epoch computes on, and the batch shapes (so compilations) it
+    has: packed rows or length buckets, as `fft.train` builds them on one device."""
+    from fft import train
+    from fft.data import packing, tokenize
 
-    examples = glue.load_examples(task, "train", data_dir=str(common.SHIPPED_GLUE_DIR))
-    encoded = tokenize.encode(tokenize.load_tokenizer(model_dir), examples, max_length)
-    buckets = tuple(glue_config.get_config(f"task={task}").data.buckets) or batching.bucket_lengths(max_length)
-    padded = sum(b["input_ids"].size
-                 for b in batching.train_batches(encoded, batch, seed=0, epoch=0, buckets=buckets))
-    return {"example_tokens": int(encoded.lengths.sum()), "padded_tokens": int(padded),
-            "buckets": list(buckets)}
+    config = epoch_config(task, batch, max_length, packed)
+    data = train.load_data(config, tokenize.load_tokenizer(model_dir))
+    data = train.with_packing(config, data, 1.0, row_multiple=1)
+    batches = list(train.epoch_batches(data, config, 0))
+    slots, real = packing.token_slots(batches)
+    result = {"example_tokens": real, "padded_tokens": slots,
+              "batch_shapes": len({b["input_ids"].shape for b in batches})}
+    if data.pack is not None:
+        result["pack"] = {"length": data.pack.length, "slots": data.pack.slots, "rows": list(data.pack.rows)}
+    else:
+        result["buckets"] = list(data.buckets)
+    return result
 
 
 def torch_epoch(model_dir, task: str, batch: int, max_length: int) -> dict:
@@ -223,21 +237,29 @@ def main() -> None:
                                      args.steps, args.warmup, have_torch)
     if args.mode in ("epoch", "all"):
         print(f"== one epoch of {args.task} train, batch {args.batch}, max length {args.max_length} ==")
-        # Cold: compiling every bucket's program is part of the epoch. Warm: the same run again
-        # with the persistent compilation cache that `fft.main` keeps (a rerun, a sweep).
+        # Cold: compiling every batch shape's program is part of the epoch (an empty compilation
+        # cache). Warm: the same run again with the persistent compilation cache that `fft.main`
+        # keeps (a rerun, a sweep). Bucketed: length buckets instead of packed rows, cold.
+        epoch = {"task": args.task}
         with tempfile.TemporaryDirectory() as cache_dir:
             jax.config.update("jax_compilation_cache_dir", cache_dir)
-            epoch = {"task": args.task, "fft": fft_epoch(args.task, args.batch, args.max_length)}
+            epoch["fft"] = fft_epoch(args.task, args.batch, args.max_length)
             epoch["fft"].update(fft_padded_tokens(model_dir, args.task, args.batch, args.max_length))
-            print("fft cold:", _fmt_row({k: v for k, v in epoch["fft"].items() if k != "dev"}), flush=True)
+            print("fft packed, cold:", _fmt_row({k: v for k, v in epoch["fft"].items() if k != "dev"}), flush=True)
             epoch["fft_warm_cache"] = fft_epoch(args.task, args.batch, args.max_length)
-            print("fft warm:", _fmt_row({k: v for k, v in epoch["fft_warm_cache"].items() if k != "dev"}), flush=True)
+            print("fft packed, warm:", _fmt_row({k: v for k, v in epoch["fft_warm_cache"].items() if k != "dev"}), flush=True)
+        with tempfile.TemporaryDirectory() as cache_dir:
+            jax.config.update("jax_compilation_cache_dir", cache_dir)
+            epoch["fft_buckets"] = fft_epoch(args.task, args.batch, args.max_length, packed=False)
+            epoch["fft_buckets"].update(fft_padded_tokens(model_dir, args.task, args.batch, args.max_length, packed=False))
+            print("fft buckets, cold:", _fmt_row({k: v for k, v in epoch["fft_buckets"].items() if k != "dev"}), flush=True)
         if have_torch:
             epoch["torch"] = torch_epoch(model_dir, args.task, args.batch, args.max_length)
-            epoch["speedup"] = epoch["torch"]["seconds"] / epoch["fft"]["seconds"]
-            epoch["speedup_warm_cache"] = epoch["torch"]["seconds"] / epoch["fft_warm_cache"]["seconds"]
+            for name, run in (("", "fft"), ("_warm_cache", "fft_warm_cache"), ("_buckets", "fft_buckets")):
+                epoch["speedup" + name] = epoch["torch"]["seconds"] / epoch[run]["seconds"]
             print("torch:", _fmt_row(epoch["torch"]),
-                  f"\nepoch speed-up fft/torch: cold {epoch['speedup']:.2f}x, warm cache {epoch['speedup_warm_cache']:.2f}x")
+                  f"\nepoch speed-up fft/torch: packed cold {epoch['speedup']:.2f}x, warm cache "
+                  f"{epoch['speedup_warm_cache']:.2f}x; length buckets cold {epoch['speedup_buckets']:.2f}x")
         result["epoch"] = epoch
     bench.write_json(result, args.out)
 

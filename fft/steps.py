@@ -3,6 +3,10 @@
 `train_step(state, frozen, batch, rng, *, model, tx, is_regression)` differentiates only
 `state.params` (the trainable tree); `frozen` holds the weights that do not train (empty for full
 fine-tuning) and is merged in inside the loss, so no gradient is ever computed for it.
+
+A batch is length-bucketed (`fft.data.batching`: one example per row) or packed
+(`fft.data.packing`: several per row, one output per slot); both carry per-example `labels`
+and `weights` that line up with the model's outputs.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+
+from fft.models.bert import Packing
 
 Batch = dict[str, jax.Array]
 
@@ -66,6 +72,12 @@ def _apply(
     rngs = None if deterministic else {"dropout": rng}
     if forward is not None:
         return forward({"params": params}, batch, deterministic=deterministic, rngs=rngs)
+    if "segment_ids" in batch:  # Packed rows (fft.data.packing): one output per slot.
+        packing = Packing(batch["segment_ids"], batch["position_ids"], batch["cls_positions"])
+        return model.apply(
+            {"params": params}, batch["input_ids"], None, batch["token_type_ids"],
+            deterministic=deterministic, rngs=rngs, packing=packing,
+        )
     return model.apply(
         {"params": params},
         batch["input_ids"],

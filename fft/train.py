@@ -40,7 +40,7 @@ from fft import (
     writers,
 )
 from fft import progress as progress_lib
-from fft.data import batching, glue, tokenize
+from fft.data import batching, glue, packing, tokenize
 from fft.models import loading
 
 
@@ -52,6 +52,8 @@ class TaskData:
     train: Any  # tokenize.Encoded
     evals: dict[str, Any]  # split name -> tokenize.Encoded
     buckets: tuple[int, ...]
+    pack: Any = None  # packing.PackShape when training batches are packed (config.data.packing).
+    pack_row_multiple: int = 1  # Packed row counts are multiples of the 'data' mesh axis.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +192,32 @@ def load_data(config: ml_collections.ConfigDict, tokenizer) -> TaskData:
     }
     buckets = tuple(cfg.buckets) or batching.bucket_lengths(cfg.max_length)
     return TaskData(task, train, evals, buckets)
+
+
+def with_packing(config: ml_collections.ConfigDict, data: TaskData, epochs: float, row_multiple: int) -> TaskData:
+    """Plans packed training batches (`fft.data.packing`) when `config.data.packing` is on.
+
+    Feature-cache runs keep length buckets: their cache holds one row per example."""
+    if not config.data.get("packing", False):  # Configs older than packing: buckets.
+        return data
+    if config.partition.feature_cache:
+        logging.info("partition.feature_cache: training batches are length-bucketed, not packed")
+        return data
+    shape = packing.plan(
+        data.train, config.batch_size, seed=config.seed, epochs=epochs,
+        max_length=config.data.max_length, length=config.data.get("pack_length", 0),
+        row_multiple=row_multiple,
+    )
+    slots, real = packing.token_slots(
+        packing.train_batches(data.train, config.batch_size, seed=config.seed, epoch=0, shape=shape,
+                              row_multiple=row_multiple)
+    )
+    logging.info(
+        "Packed training batches: rows of %d tokens, up to %d examples a row, %s rows a step; "
+        "epoch 0 computes %d token positions for %d example tokens (%.1f%% padding)",
+        shape.length, shape.slots, shape.rows, slots, real, 100.0 * (1 - real / max(slots, 1)),
+    )
+    return dataclasses.replace(data, pack=shape, pack_row_multiple=row_multiple)
 
 
 def is_regression(task) -> bool:
@@ -363,13 +391,14 @@ def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run
     data = load_data(config, tokenize.load_tokenizer(bundle.tokenizer_dir))
     steps_per_epoch = batching.num_train_batches(data.train, config.batch_size)
     num_steps = total_steps(config, steps_per_epoch)
+    mesh = sharding.make_mesh(config.mesh)
+    data = with_packing(config, data, num_steps / steps_per_epoch, mesh.shape["data"])
     logging.info(
         "Task %s: %d train examples (%d steps/epoch), eval %s; %d steps; buckets %s",
         task.name, len(data.train.labels), steps_per_epoch,
         {k: len(v.labels) for k, v in data.evals.items()}, num_steps, data.buckets,
     )
 
-    mesh = sharding.make_mesh(config.mesh)
     if config.batch_size % mesh.shape["data"]:
         raise ValueError(f"batch_size {config.batch_size} does not split over {mesh.shape['data']} data shards")
     trainable_host, frozen_host, tx = partition_and_optimizer(config, bundle, num_steps)
@@ -486,7 +515,7 @@ def train_loop(run: Run, state: steps.TrainState, first_step: int) -> tuple[step
     before = _load_train_time(run.workdir, first_step)
     summary["examples_seen"] = before["examples_seen"]
     t_loop = time.perf_counter() - before["train_seconds"]
-    batches = _batches_from(run.data.train, config, run.steps_per_epoch, first_step, run.num_steps, run.data.buckets)
+    batches = _batches_from(run.data, config, run.steps_per_epoch, first_step, run.num_steps)
     for step, batch in batches:
         if run.cache is not None:
             batch = feature_cache.batch_features(run.cache, batch)
@@ -612,12 +641,22 @@ def _load_train_time(workdir: pathlib.Path, step: int) -> dict[str, float]:
     return {"train_seconds": 0.0, "examples_seen": 0}
 
 
-def _batches_from(train, config, steps_per_epoch: int, first_step: int, num_steps: int, buckets):
+def epoch_batches(data: TaskData, config: ml_collections.ConfigDict, epoch: int):
+    """The training batches of one epoch: packed (`data.pack`) or length-bucketed."""
+    if data.pack is not None:
+        return packing.train_batches(
+            data.train, config.batch_size, seed=config.seed, epoch=epoch, shape=data.pack,
+            row_multiple=data.pack_row_multiple,
+        )
+    return batching.train_batches(data.train, config.batch_size, seed=config.seed, epoch=epoch, buckets=data.buckets)
+
+
+def _batches_from(data: TaskData, config, steps_per_epoch: int, first_step: int, num_steps: int):
     """Yields (step, global batch) from `first_step` on; the order depends only on (seed, epoch)."""
     step = first_step
     while step < num_steps:
         epoch, skip = divmod(step, steps_per_epoch)
-        batches = batching.train_batches(train, config.batch_size, seed=config.seed, epoch=epoch, buckets=buckets)
+        batches = epoch_batches(data, config, epoch)
         for i, batch in enumerate(batches):
             if i < skip:
                 continue

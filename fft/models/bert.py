@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import types
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -161,10 +161,43 @@ def layer_norm(eps: float, name: str) -> nn.LayerNorm:
     )
 
 
+class Packing(NamedTuple):
+    """Several examples per row of a batch ("packed" rows, built by `fft.data.packing`).
+
+    Row r holds up to `slots` examples one after another; each attends only to itself, has its
+    own positions 0, 1, ..., and is classified from its own first token. With the same weights,
+    an example's logits are those of the example alone in an unpadded row (tests/packing_test.py).
+
+    Attributes:
+      segment_ids: int [rows, seq]: s + 1 for the tokens of the row's example in slot s, 0 for
+        padding.
+      position_ids: int [rows, seq]: each token's position within its example.
+      cls_positions: int [rows, slots]: the column of each slot's first token (any column for an
+        empty slot, whose logits the caller ignores).
+    """
+
+    segment_ids: jax.Array
+    position_ids: jax.Array
+    cls_positions: jax.Array
+
+    def attention_mask(self) -> jax.Array:
+        """[rows, seq_q, seq_k] bool: a query sees the keys of its own example."""
+        seg = self.segment_ids
+        return (seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] > 0)
+
+    def first_tokens(self, hidden: jax.Array) -> jax.Array:
+        """Each slot's first-token hidden state: [rows, seq, hidden] -> [rows * slots, hidden]."""
+        picked = jnp.take_along_axis(hidden, self.cls_positions[:, :, None], axis=1)
+        return picked.reshape(-1, hidden.shape[-1])
+
+
 def attention_bias(attention_mask: jax.Array | None, seq_len: int) -> jax.Array:
-    """Turns a [batch, seq] 0/1 key mask into an additive float32 bias of shape [batch, 1, 1, seq]."""
+    """An additive float32 attention bias from a 0/1 key mask [batch, seq] (-> [batch, 1, 1, seq])
+    or a query-key mask [batch, seq, seq] (-> [batch, 1, seq, seq]; packed rows)."""
     if attention_mask is None:
         return jnp.zeros((1, 1, 1, seq_len), jnp.float32)
+    if attention_mask.ndim == 3:
+        return jnp.where(attention_mask[:, None] > 0, 0.0, _MASK_VALUE).astype(jnp.float32)
     return jnp.where(attention_mask[:, None, None, :] > 0, 0.0, _MASK_VALUE).astype(jnp.float32)
 
 
@@ -175,6 +208,21 @@ def position_ids(seq_len: int, max_positions: int) -> jax.Array:
             f"Sequence length {seq_len} exceeds max_position_embeddings {max_positions}."
         )
     return jnp.arange(seq_len)
+
+
+def packed_inputs(attention_mask, packing: Packing | None, seq_len: int, max_positions: int):
+    """(attention mask, positions) of a batch: packed rows' own, or the key mask and 0..seq-1."""
+    if packing is None:
+        return attention_mask, position_ids(seq_len, max_positions)
+    if attention_mask is not None:
+        raise ValueError("Packed rows take their attention mask from packing.segment_ids; pass None")
+    position_ids(seq_len, max_positions)  # Checks the length.
+    return packing.attention_mask(), packing.position_ids
+
+
+def first_tokens(hidden: jax.Array, packing: Packing | None) -> jax.Array:
+    """Hidden states of the tokens that classify: [batch, hidden] (packed: [rows * slots, hidden])."""
+    return hidden[:, 0] if packing is None else packing.first_tokens(hidden)
 
 
 class ResidualOutput(nn.Module):
@@ -204,7 +252,7 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool) -> jax.Array:
-        """Attends x [batch, seq, hidden] with bias [batch, 1, 1, seq]; returns [batch, seq, hidden]."""
+        """Attends x [batch, seq, hidden] with bias [batch, 1, 1 or seq, seq]; returns [batch, seq, hidden]."""
         batch, seq, hidden = x.shape
         head_dim = hidden // self.num_heads
 
@@ -248,7 +296,7 @@ class Layer(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool) -> jax.Array:
-        """Maps x [batch, seq, hidden] with bias [batch, 1, 1, seq] to [batch, seq, hidden]."""
+        """Maps x [batch, seq, hidden] with bias [batch, 1, 1 or seq, seq] to [batch, seq, hidden]."""
         s = self.spec
         attention_output_dropout = s.hidden_dropout if s.attention_output_dropout else 0.0
         x = Attention(
@@ -280,7 +328,7 @@ class Encoder(nn.Module):
         start: int = 0,
         stop: int | None = None,
     ) -> jax.Array:
-        """Maps x [batch, seq, hidden] and a 0/1 key mask [batch, seq] to [batch, seq, hidden].
+        """Maps x [batch, seq, hidden] and a 0/1 mask ([batch, seq] keys, or [batch, seq, seq]) to [batch, seq, hidden].
 
         `start`/`stop` run only layers start..stop-1 (a frozen prefix, or the rest above it)."""
         bias = attention_bias(attention_mask, x.shape[1])
@@ -302,11 +350,19 @@ class BertEmbeddings(nn.Module):
 
     @nn.compact
     def __call__(
-        self, input_ids: jax.Array, token_type_ids: jax.Array | None, *, deterministic: bool
+        self,
+        input_ids: jax.Array,
+        token_type_ids: jax.Array | None,
+        *,
+        deterministic: bool,
+        positions: jax.Array | None = None,
     ) -> jax.Array:
-        """Maps ids [batch, seq] (and token types [batch, seq]) to [batch, seq, hidden]."""
+        """Maps ids [batch, seq] (and token types [batch, seq]) to [batch, seq, hidden].
+
+        `positions` ([seq] or [batch, seq]) defaults to 0..seq-1."""
         c = self.config
-        positions = position_ids(input_ids.shape[1], c.max_position_embeddings)
+        if positions is None:
+            positions = position_ids(input_ids.shape[1], c.max_position_embeddings)
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
         x = embed(c.vocab_size, c.hidden_size, "word_embeddings")(input_ids)
@@ -320,9 +376,9 @@ class Pooler(nn.Module):
     """tanh(`dense`(first token)), in float32."""
 
     @nn.compact
-    def __call__(self, hidden: jax.Array) -> jax.Array:
-        """Maps [batch, seq, hidden] to [batch, hidden] float32."""
-        first = hidden[:, 0].astype(jnp.float32)
+    def __call__(self, hidden: jax.Array, packing: Packing | None = None) -> jax.Array:
+        """Maps [batch, seq, hidden] to [batch, hidden] float32 (packed: [rows * slots, hidden])."""
+        first = first_tokens(hidden, packing).astype(jnp.float32)
         return jnp.tanh(dense(first.shape[-1], jnp.float32, "dense")(first))
 
 
@@ -357,6 +413,7 @@ class BertForSequenceClassification(nn.Module):
         token_type_ids: jax.Array | None = None,
         *,
         deterministic: bool,
+        packing: Packing | None = None,
     ) -> jax.Array:
         """Last hidden states [batch, seq, hidden] in the compute dtype.
 
@@ -365,14 +422,23 @@ class BertForSequenceClassification(nn.Module):
           attention_mask: 0/1 [batch, seq]; 0 marks padding keys. None means no padding.
           token_type_ids: int [batch, seq]; None means all zeros.
           deterministic: if False, applies dropout (needs a 'dropout' rng).
+          packing: rows that hold several examples (then `attention_mask` must be None).
         """
-        x = self.embeddings(input_ids, token_type_ids, deterministic=deterministic)
-        return self.encoder(x, attention_mask, deterministic=deterministic)
+        mask, positions = packed_inputs(
+            attention_mask, packing, input_ids.shape[1], self.config.max_position_embeddings
+        )
+        x = self.embeddings(input_ids, token_type_ids, deterministic=deterministic, positions=positions)
+        return self.encoder(x, mask, deterministic=deterministic)
 
-    def pool(self, input_ids, attention_mask=None, token_type_ids=None, *, deterministic: bool):
-        """Pooler output [batch, hidden] float32 (same arguments as `encode`)."""
-        hidden = self.encode(input_ids, attention_mask, token_type_ids, deterministic=deterministic)
-        return self.pooler(hidden)
+    def pool(
+        self, input_ids, attention_mask=None, token_type_ids=None, *, deterministic: bool, packing=None
+    ):
+        """Pooler output [batch, hidden] float32 (same arguments as `encode`; packed rows give
+        [rows * slots, hidden])."""
+        hidden = self.encode(
+            input_ids, attention_mask, token_type_ids, deterministic=deterministic, packing=packing
+        )
+        return self.pooler(hidden, packing)
 
     def prefix(self, input_ids, attention_mask=None, token_type_ids=None, *, num_layers: int):
         """Hidden states after the embeddings and encoder layers 0..num_layers-1, dropout off.
@@ -388,9 +454,14 @@ class BertForSequenceClassification(nn.Module):
         pooled = self.pooler(hidden)
         return self.classifier(self.head_dropout(pooled, deterministic=deterministic))
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *, deterministic: bool):
-        """Logits [batch, num_labels] float32 (same arguments as `encode`)."""
-        pooled = self.pool(input_ids, attention_mask, token_type_ids, deterministic=deterministic)
+    def __call__(
+        self, input_ids, attention_mask=None, token_type_ids=None, *, deterministic: bool, packing=None
+    ):
+        """Logits [batch, num_labels] float32 (same arguments as `encode`; packed rows give
+        [rows * slots, num_labels], one per slot)."""
+        pooled = self.pool(
+            input_ids, attention_mask, token_type_ids, deterministic=deterministic, packing=packing
+        )
         return self.classifier(self.head_dropout(pooled, deterministic=deterministic))
 
 

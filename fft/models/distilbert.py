@@ -96,10 +96,13 @@ class DistilBertEmbeddings(nn.Module):
     dtype: jnp.dtype
 
     @nn.compact
-    def __call__(self, input_ids: jax.Array, *, deterministic: bool) -> jax.Array:
-        """Maps ids [batch, seq] to [batch, seq, hidden]."""
+    def __call__(
+        self, input_ids: jax.Array, *, deterministic: bool, positions: jax.Array | None = None
+    ) -> jax.Array:
+        """Maps ids [batch, seq] to [batch, seq, hidden]; `positions` defaults to 0..seq-1."""
         c = self.config
-        positions = bert.position_ids(input_ids.shape[1], c.max_position_embeddings)
+        if positions is None:
+            positions = bert.position_ids(input_ids.shape[1], c.max_position_embeddings)
         position_init = sinusoidal_init if c.sinusoidal_pos_embds else None
         x = bert.embed(c.vocab_size, c.hidden_size, "word_embeddings")(input_ids)
         x += bert.embed(
@@ -148,6 +151,7 @@ class DistilBertForSequenceClassification(nn.Module):
         token_type_ids: jax.Array | None = None,
         *,
         deterministic: bool,
+        packing: bert.Packing | None = None,
     ) -> jax.Array:
         """Last hidden states [batch, seq, hidden] in the compute dtype.
 
@@ -156,10 +160,14 @@ class DistilBertForSequenceClassification(nn.Module):
           attention_mask: 0/1 [batch, seq]; 0 marks padding keys. None means no padding.
           token_type_ids: accepted for a uniform call signature and ignored.
           deterministic: if False, applies dropout (needs a 'dropout' rng).
+          packing: rows that hold several examples (then `attention_mask` must be None).
         """
         del token_type_ids
-        x = self.embeddings(input_ids, deterministic=deterministic)
-        return self.encoder(x, attention_mask, deterministic=deterministic)
+        mask, positions = bert.packed_inputs(
+            attention_mask, packing, input_ids.shape[1], self.config.max_position_embeddings
+        )
+        x = self.embeddings(input_ids, deterministic=deterministic, positions=positions)
+        return self.encoder(x, mask, deterministic=deterministic)
 
     def prefix(self, input_ids, attention_mask=None, token_type_ids=None, *, num_layers: int):
         """Hidden states after the embeddings and encoder layers 0..num_layers-1, dropout off."""
@@ -172,14 +180,19 @@ class DistilBertForSequenceClassification(nn.Module):
         hidden = self.encoder(hidden, attention_mask, deterministic=deterministic, start=start)
         return self._head(hidden, deterministic)
 
-    def _head(self, hidden, deterministic: bool):
-        pooled = self.pre_classifier(hidden[:, 0])
+    def _head(self, hidden, deterministic: bool, packing: bert.Packing | None = None):
+        pooled = self.pre_classifier(bert.first_tokens(hidden, packing))
         return self.classifier(self.head_dropout(pooled, deterministic=deterministic))
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *, deterministic: bool):
-        """Logits [batch, num_labels] float32 (same arguments as `encode`)."""
-        hidden = self.encode(input_ids, attention_mask, token_type_ids, deterministic=deterministic)
-        return self._head(hidden, deterministic)
+    def __call__(
+        self, input_ids, attention_mask=None, token_type_ids=None, *, deterministic: bool, packing=None
+    ):
+        """Logits [batch, num_labels] float32 (same arguments as `encode`; packed rows give
+        [rows * slots, num_labels], one per slot)."""
+        hidden = self.encode(
+            input_ids, attention_mask, token_type_ids, deterministic=deterministic, packing=packing
+        )
+        return self._head(hidden, deterministic, packing)
 
 
 # --- Hugging Face weight names (used by `loading.convert_hf_state_dict`) ---
