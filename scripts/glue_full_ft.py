@@ -52,12 +52,14 @@ def collect(runs_dir: pathlib.Path) -> list[dict]:
         if not path.exists():
             continue
         m = json.loads(path.read_text())
+        config = json.loads((runs_dir / task / "config.json").read_text())
         dev = m["eval"]["dev"]
         metrics = {k: round(100 * v, 2) for k, v in dev.items() if k not in ("loss", "combined")}
         rows.append({
             "task": task,
             "dev": " / ".join(f"{k} {v}" for k, v in metrics.items()),
             "epochs": round(m["epochs"], 2),
+            "batches": "packed" if config["data"].get("packing") else "length buckets",
             "train_examples": m["train_examples"],
             "train_seconds": round(m["train_seconds"], 1),
             "wall_seconds": round(m["wall_seconds"], 1),
@@ -71,21 +73,22 @@ def collect(runs_dir: pathlib.Path) -> list[dict]:
 def write_table(rows: list[dict], out_dir: pathlib.Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "full_finetune.json").write_text(json.dumps(rows, indent=1))
-    keys = ["task", "dev", "epochs", "train_examples", "train_seconds", "wall_seconds", "train_examples_per_sec", "command"]
+    keys = ["task", "dev", "epochs", "batches", "train_examples", "train_seconds", "wall_seconds", "train_examples_per_sec", "command"]
     with open(out_dir / "full_finetune.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
     lines = [
         ("Dev scores of full fine-tuning (the official GLUE metric, %). Times are wall-clock seconds "
-        "of training (evaluation excluded) on the 2-core machine while other runs shared it; "
-        "clean speed figures: results/bench_train.json."),
+        "of training (evaluation excluded; wall includes loading, compiling and evaluating) on the "
+        "2-core machine, one run after another; speed side by side with PyTorch: "
+        "results/bench_train.json."),
         "",
-        "| task | dev metric (%) | epochs | train examples | train time (s) | wall (s) | train ex/s |",
-        "|---|---|---|---|---|---|---|",
+        "| task | dev metric (%) | epochs | training batches | train examples | train time (s) | wall (s) | train ex/s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['task']} | {r['dev']} | {r['epochs']} | {r['train_examples']} | "
+        lines.append(f"| {r['task']} | {r['dev']} | {r['epochs']} | {r['batches']} | {r['train_examples']} | "
                      f"{r['train_seconds']} | {r['wall_seconds']} | {r['train_examples_per_sec']} |")
     lines.append("")
     lines.append("Commands (run from the repo root):")

@@ -165,6 +165,20 @@ class TinyReferenceTest(parameterized.TestCase):
         np.testing.assert_allclose(hidden[0, :4], hidden[1, :4], atol=1e-6, rtol=0)
 
 
+class AttentionTest(parameterized.TestCase):
+    @parameterized.named_parameters(("key_mask", 2), ("query_key_mask", 3))
+    def test_division_after_matmul_equals_softmax(self, mask_ndim):
+        rng = np.random.default_rng(0)
+        scores = jnp.asarray(rng.normal(0, 4, (2, 3, 7, 7)), jnp.float32)
+        value = jnp.asarray(rng.normal(size=(2, 3, 7, 5)), jnp.float32)
+        mask = rng.random((2, 7) if mask_ndim == 2 else (2, 7, 7)) > 0.3
+        mask[..., 0] = True
+        bias = models.bert.attention_bias(jnp.asarray(mask), 7)
+        expected = jax.nn.softmax(scores + bias, axis=-1) @ value
+        got = models.bert._normalize_after(scores, bias, value)
+        np.testing.assert_allclose(got, expected, atol=1e-6, rtol=1e-5)
+
+
 class ClassifierTest(parameterized.TestCase):
     """Call signature, dtypes, dropout and head initialisation, on the tiny checkpoints."""
 

@@ -105,6 +105,7 @@ class TrainBatchesTest(parameterized.TestCase):
     def test_rows_hold_the_examples(self):
         for b in self._epoch():
             rows, length = b["input_ids"].shape
+            self.assertEqual(length, 64)
             slots = self.shape.slots
             self.assertEqual(b["cls_positions"].shape, (rows, slots))
             self.assertEqual(b["labels"].shape, (rows * slots,))

@@ -241,6 +241,20 @@ class ResidualOutput(nn.Module):
         return y.astype(self.dtype)
 
 
+def _normalize_after(scores: jax.Array, bias: jax.Array, value: jax.Array) -> jax.Array:
+    """softmax(scores + bias) @ value with the softmax's division moved after the matmul.
+
+    Divides the [.., seq_q, head_dim] context instead of the [.., seq_q, seq_k] probabilities,
+    one pass less over the largest tensor of the layer: ~10% faster inference at seq 128 on
+    XLA:CPU (benchmarks/train_bench.py). Training keeps `jax.nn.softmax`, whose backward is
+    cheaper. The two agree to float rounding (tests/models_test.py)."""
+    shifted = scores.astype(jnp.float32) + bias
+    weights = jnp.exp(shifted - jnp.max(shifted, axis=-1, keepdims=True))
+    total = jnp.sum(weights, axis=-1, keepdims=True)
+    context = jnp.matmul(weights.astype(value.dtype), value).astype(jnp.float32) / total
+    return context.astype(value.dtype)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with post-layer-norm residual output (`query`/`key`/`value`/`output`)."""
 
@@ -268,9 +282,13 @@ class Attention(nn.Module):
         key_t = heads("key", (0, 2, 3, 1))  # [batch, heads, head_dim, seq]
         value = heads("value", (0, 2, 1, 3))  # [batch, heads, seq, head_dim]
         scores = jnp.matmul(query, key_t)  # [batch, heads, seq_q, seq_k]
-        probs = jax.nn.softmax(scores.astype(jnp.float32) + bias, axis=-1).astype(self.dtype)
-        probs = hashed_dropout.Dropout(self.attention_dropout)(probs, deterministic=deterministic)
-        context = jnp.matmul(probs, value).transpose(0, 2, 1, 3).reshape(batch, seq, hidden)
+        if deterministic:
+            context = _normalize_after(scores, bias, value)
+        else:
+            probs = jax.nn.softmax(scores.astype(jnp.float32) + bias, axis=-1).astype(self.dtype)
+            probs = hashed_dropout.Dropout(self.attention_dropout)(probs, deterministic=deterministic)
+            context = jnp.matmul(probs, value)
+        context = context.transpose(0, 2, 1, 3).reshape(batch, seq, hidden)
         output = ResidualOutput(self.output_dropout, self.layer_norm_eps, self.dtype, name="output")
         return output(context, x, deterministic=deterministic)
 
