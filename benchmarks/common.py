@@ -41,6 +41,35 @@ def median_seconds(fn: Callable[[], Any], n: int, warmup: int) -> float:
     return float(statistics.median(timings(fn, n, warmup)))
 
 
+def interleaved_medians(
+    fns: dict[str, Callable[[], Any]], n: int, warmup: int, *, block: int = 3, pause: float = 0.5
+) -> dict[str, float]:
+    """Median seconds per call of each of `fns`, measured in alternating blocks.
+
+    Each round gives every function in turn (reversed order on odd rounds) one untimed call and
+    `block` timed calls, until each has `n` timed calls. A drift in machine speed (other load,
+    clocks) so hits all sides alike, and their ratios stay fair. Before each block the machine
+    idles `pause` seconds, so the thread pools of the function before (OpenMP, XLA) stop spinning
+    and do not steal cores from the next. Each `fn` must block until its result is ready.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    round_ = 0
+    while any(len(t) < n for t in times.values()):
+        for name in names if round_ % 2 == 0 else reversed(names):
+            time.sleep(pause)
+            fns[name]()  # Re-warms caches after the other side ran.
+            for _ in range(min(block, n - len(times[name]))):
+                start = time.perf_counter()
+                fns[name]()
+                times[name].append(time.perf_counter() - start)
+        round_ += 1
+    return {name: float(statistics.median(t)) for name, t in times.items()}
+
+
 def machine_info(**extra: Any) -> dict[str, Any]:
     """Where a benchmark ran: OS platform, CPU count, Python, JAX version and backend, plus `extra`.
 

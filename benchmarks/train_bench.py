@@ -20,6 +20,7 @@ import pathlib
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
@@ -68,18 +69,19 @@ def minilm_train_step(model_dir, batch: int, seq: int):
     return run_step, state, model, data
 
 
-def jax_step_times(model_dir, batch: int, seq: int, n: int, warmup: int) -> dict[str, float]:
+def jax_step_fns(model_dir, batch: int, seq: int) -> dict[str, Callable[[], None]]:
+    """fft's jitted train step and eval forward on one random batch, each blocking."""
     train_once, state, model, data = minilm_train_step(model_dir, batch, seq)
     evaluate = jax.jit(functools.partial(steps.eval_step, model=model, is_regression=False))
 
     def eval_once():
         jax.block_until_ready(evaluate(state[0].params, {}, data))
 
-    return {"train_s": bench.median_seconds(train_once, n, warmup),
-            "eval_s": bench.median_seconds(eval_once, n, warmup)}
+    return {"fft_train": train_once, "fft_eval": eval_once}
 
 
-def torch_step_times(model_dir, batch: int, seq: int, n: int, warmup: int) -> dict[str, float]:
+def torch_step_fns(model_dir, batch: int, seq: int) -> dict[str, Callable[[], None]]:
+    """transformers' BertForSequenceClassification train step (AdamW) and eval forward."""
     import torch
     import transformers
 
@@ -100,19 +102,22 @@ def torch_step_times(model_dir, batch: int, seq: int, n: int, warmup: int) -> di
         with torch.no_grad():
             model(**{k: v for k, v in data.items() if k != "labels"})
 
-    return {"train_s": bench.median_seconds(train_once, n, warmup),
-            "eval_s": bench.median_seconds(eval_once, n, warmup)}
+    return {"torch_train": train_once, "torch_eval": eval_once}
 
 
 def bench_steps(model_dir, seqs, batch: int, n: int, warmup: int, have_torch: bool) -> list[dict]:
+    """Per-step times at each length; fft and PyTorch steps are timed in turn (interleaved), so
+    both sides see the same machine."""
     rows = []
     for seq in seqs:
-        ours = jax_step_times(model_dir, batch, seq, n, warmup)
-        row = {"seq": seq, "batch": batch,
-               "fft_train_ex_s": batch / ours["train_s"], "fft_eval_ex_s": batch / ours["eval_s"]}
+        fns = jax_step_fns(model_dir, batch, seq)
         if have_torch:
-            ref = torch_step_times(model_dir, batch, seq, n, warmup)
-            row.update(torch_train_ex_s=batch / ref["train_s"], torch_eval_ex_s=batch / ref["eval_s"])
+            fns.update(torch_step_fns(model_dir, batch, seq))
+        t = bench.interleaved_medians(fns, n, warmup)
+        row = {"seq": seq, "batch": batch,
+               "fft_train_ex_s": batch / t["fft_train"], "fft_eval_ex_s": batch / t["fft_eval"]}
+        if have_torch:
+            row.update(torch_train_ex_s=batch / t["torch_train"], torch_eval_ex_s=batch / t["torch_eval"])
             row["train_ratio"] = row["fft_train_ex_s"] / row["torch_train_ex_s"]
             row["eval_ratio"] = row["fft_eval_ex_s"] / row["torch_eval_ex_s"]
         print(_fmt_row(row), flush=True)
@@ -214,7 +219,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=["step", "epoch", "all"], default="all")
     parser.add_argument("--seqs", default="64,128")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=8, help="timed steps per measurement")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--task", default="cola")
     parser.add_argument("--max_length", type=int, default=128)
@@ -232,7 +237,7 @@ def main() -> None:
     model_dir = loading.resolve_model_dir("minilm")
     result = {"machine": bench.machine_info(torch=torch_version), "model": str(model_dir)}
     if args.mode in ("step", "all"):
-        print("== per step (median of", args.steps, "after", args.warmup, "warm-up) ==")
+        print("== per step (median of", args.steps, "after", args.warmup, "warm-up; fft and torch in alternating blocks) ==")
         result["step"] = bench_steps(model_dir, [int(s) for s in args.seqs.split(",")], args.batch,
                                      args.steps, args.warmup, have_torch)
     if args.mode in ("epoch", "all"):
@@ -240,7 +245,10 @@ def main() -> None:
         # Cold: compiling every batch shape's program is part of the epoch (an empty compilation
         # cache). Warm: the same run again with the persistent compilation cache that `fft.main`
         # keeps (a rerun, a sweep). Bucketed: length buckets instead of packed rows, cold.
+        # PyTorch runs first and last; the speed-ups use the mean of the two, so a drift in machine
+        # speed over the ~10 minutes counts against both sides alike.
         epoch = {"task": args.task}
+        torch_runs = [torch_epoch(model_dir, args.task, args.batch, args.max_length)] if have_torch else []
         with tempfile.TemporaryDirectory() as cache_dir:
             jax.config.update("jax_compilation_cache_dir", cache_dir)
             epoch["fft"] = fft_epoch(args.task, args.batch, args.max_length)
@@ -254,10 +262,15 @@ def main() -> None:
             epoch["fft_buckets"].update(fft_padded_tokens(model_dir, args.task, args.batch, args.max_length, packed=False))
             print("fft buckets, cold:", _fmt_row({k: v for k, v in epoch["fft_buckets"].items() if k != "dev"}), flush=True)
         if have_torch:
-            epoch["torch"] = torch_epoch(model_dir, args.task, args.batch, args.max_length)
+            torch_runs.append(torch_epoch(model_dir, args.task, args.batch, args.max_length))
+            seconds = float(np.mean([r["seconds"] for r in torch_runs]))
+            epoch["torch"] = {"seconds": seconds, "examples": torch_runs[0]["examples"],
+                              "ex_s": torch_runs[0]["examples"] / seconds,
+                              "padded_tokens": torch_runs[0]["padded_tokens"],
+                              "runs_seconds": [r["seconds"] for r in torch_runs]}
             for name, run in (("", "fft"), ("_warm_cache", "fft_warm_cache"), ("_buckets", "fft_buckets")):
                 epoch["speedup" + name] = epoch["torch"]["seconds"] / epoch[run]["seconds"]
-            print("torch:", _fmt_row(epoch["torch"]),
+            print("torch (first, last):", [f"{r['seconds']:.1f}s" for r in torch_runs],
                   f"\nepoch speed-up fft/torch: packed cold {epoch['speedup']:.2f}x, warm cache "
                   f"{epoch['speedup_warm_cache']:.2f}x; length buckets cold {epoch['speedup_buckets']:.2f}x")
         result["epoch"] = epoch

@@ -208,9 +208,8 @@ def with_packing(config: ml_collections.ConfigDict, data: TaskData, epochs: floa
         max_length=config.data.max_length, length=config.data.get("pack_length", 0),
         row_multiple=row_multiple,
     )
-    slots, real = packing.token_slots(
-        packing.train_batches(data.train, config.batch_size, seed=config.seed, epoch=0, shape=shape,
-                              row_multiple=row_multiple)
+    slots, real = packing.epoch_padding(
+        data.train, config.batch_size, seed=config.seed, epoch=0, shape=shape, row_multiple=row_multiple
     )
     logging.info(
         "Packed training batches: rows of %d tokens, up to %d examples a row, %s rows a step; "

@@ -30,7 +30,7 @@ def bench_train_table(path: pathlib.Path) -> str:
         e = r["epoch"]
         lines += ["", (f"One epoch of {e['task']} training end to end, compilation included (fft: an "
                       "empty compilation cache unless marked warm; PyTorch: dynamic padding per batch):"), "",
-                  "| | seconds | examples/s | token positions | batch shapes | speed-up vs PyTorch |",
+                  "| | train seconds | examples/s | token positions | batch shapes | speed-up vs PyTorch |",
                   "|---|---|---|---|---|---|"]
         rows = (("fft, packed rows (default)", "fft", "speedup"),
                 ("fft, packed rows, warm compilation cache", "fft_warm_cache", "speedup_warm_cache"),
@@ -53,6 +53,9 @@ def bench_train_table(path: pathlib.Path) -> str:
                          f"{' or '.join(map(str, p['rows']))} rows a step.")
         if "buckets" in e.get("fft_buckets", {}):
             notes.append(f"Length buckets: {e['fft_buckets']['buckets']}.")
+        if "runs_seconds" in e.get("torch", {}):
+            runs = ", ".join(f"{x:.1f}" for x in e["torch"]["runs_seconds"])
+            notes.append(f"PyTorch ran first and last ({runs} s); its row is their mean.")
         if notes:
             lines += ["", " ".join(notes)]
     return "\n".join(lines)

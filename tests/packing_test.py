@@ -18,10 +18,13 @@ _FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 _TINY_DIRS = {"bert": _FIXTURES / "tiny_bert_cls", "distilbert": _FIXTURES / "tiny_distilbert"}
 
 
-def _encoded(n, *, seed=0, min_len=3, max_len=40, regression=False, vocab=90):
-    """n examples of random lengths; ids in [5, vocab), token types 0 then 1."""
+def _encoded(n, *, seed=0, min_len=3, max_len=40, regression=False, vocab=90, skewed=False):
+    """n examples of random lengths (uniform, or `skewed`: mostly short, a long tail, as in GLUE);
+    ids in [5, vocab), token types 0 then 1."""
     rng = np.random.default_rng(seed)
     lengths = rng.integers(min_len, max_len + 1, size=n).astype(np.int32)
+    if skewed:
+        lengths = np.clip(min_len + rng.exponential(8, n), min_len, max_len).astype(np.int32)
     ids = [rng.integers(5, vocab, k).astype(np.int32) for k in lengths]
     types = [(np.arange(k) >= k // 2).astype(np.int32) for k in lengths]
     labels = rng.random(n).astype(np.float32) * 5 if regression else rng.integers(0, 3, n, dtype=np.int32)
@@ -73,6 +76,20 @@ class PlanTest(parameterized.TestCase):
         for epoch in range(3):
             for b in packing.train_batches(enc, 32, seed=3, epoch=epoch, shape=shape, row_multiple=2):
                 self.assertIn(b["input_ids"].shape[0], shape.rows)
+
+    def test_balancing_fits_steps_into_the_first_row_count(self):
+        enc = _encoded(640, max_len=60, skewed=True)
+        shape = packing.plan(enc, 32, seed=0, epochs=1, length=64)
+        shuffled = packing._epoch_batches(len(enc), 32, 0, 0)
+        before = [len(packing.first_fit_decreasing(enc.lengths[b], 64, shape.slots)) for b in shuffled]
+        self.assertGreater(sum(r > shape.rows[0] for r in before), 0)  # Balancing has work to do.
+        steps = packing.epoch_steps(enc, 32, seed=0, epoch=0, shape=shape)
+        after = [len(rows) for _, rows in steps]
+        self.assertEqual(sum(r > shape.rows[0] for r in after), 0)
+        self.assertEqual(shape.rows, (shape.rows[0],))  # So one batch shape for the run.
+        # Same step sizes, and the epoch is still a permutation of the examples.
+        self.assertEqual([len(idx) for idx, _ in steps], [len(b) for b in shuffled])
+        np.testing.assert_array_equal(np.sort(np.concatenate([idx for idx, _ in steps])), np.arange(640))
 
     def test_pack_length_shorter_than_an_example(self):
         with self.assertRaisesRegex(ValueError, r"pack_length=32 is shorter than the longest .*40 tokens"):
@@ -139,6 +156,10 @@ class TrainBatchesTest(parameterized.TestCase):
         )
         self.assertEqual(real, real_b)
         self.assertLess(packed, 0.75 * padded)
+
+    def test_epoch_padding_counts_what_the_batches_hold(self):
+        positions, real = packing.epoch_padding(self.enc, 16, seed=0, epoch=0, shape=self.shape)
+        self.assertEqual((positions, real), packing.token_slots(self._epoch()))
 
     def test_example_longer_than_rows(self):
         with self.assertRaisesRegex(ValueError, "more than the packed row length 16"):

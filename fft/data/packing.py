@@ -9,7 +9,9 @@ one length, so the whole run has one or two batch shapes:
     for batch in packing.train_batches(encoded, batch_size, seed=0, epoch=0, shape=shape): ...
 
 Each step still trains on exactly `batch_size` examples (the last one of an epoch on the rest), in
-an order that depends only on (seed, epoch), the same on every host. The model keeps the examples
+an order that depends only on (seed, epoch), the same on every host: a shuffle cut into steps,
+then a few swaps of long for short examples between steps, so that (nearly) every step fits the
+same number of rows. The model keeps the examples
 of a row apart (`fft.models.bert.Packing`: block-diagonal attention, per-example positions, one
 first token per example), so an example's logits are the ones it gets alone in a row.
 
@@ -35,9 +37,11 @@ import numpy as np
 from fft.data import batching, tokenize
 
 Batch = dict[str, np.ndarray]
-# Epochs simulated by `plan` to size the rows; later epochs rarely need more (and then get a
-# larger row count of their own, one more compilation).
+# Epochs simulated by `plan` to size the rows (fewer where they would exceed _PLAN_BATCHES steps);
+# later epochs rarely need more, and a step that does gets a row count of its own (one more
+# compilation).
 _PLAN_EPOCHS = 3
+_PLAN_BATCHES = 4000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +99,51 @@ def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.nd
     return [order[s : s + batch_size] for s in range(0, n, batch_size)]
 
 
+def _balance(
+    batches: list[np.ndarray], lengths: np.ndarray, shape: PackShape, max_scan: int = 64
+) -> list[list[list[int]]]:
+    """Swaps examples between the steps of an epoch until each fits `shape.rows[0]` rows.
+
+    A step that needs more rows trades its longest example for the shortest example of a later
+    step (cyclically) that still fits afterwards. Batches keep their sizes and every example
+    stays in exactly one step, so an epoch is still a permutation of the data; only which long
+    examples share a step changes. A step that no swap within `max_scan` steps can fix keeps its
+    examples (and gets a larger row count). Updates `batches` in place; returns each step's rows
+    (`first_fit_decreasing` of its examples).
+    """
+    target, length, slots = shape.rows[0], shape.length, shape.slots
+    packed = [first_fit_decreasing(lengths[b], length, slots) for b in batches]
+    n = len(batches)
+    for i in range(n):
+        j, scanned = i, 0
+        while len(packed[i]) > target and scanned < max_scan and n > 1:
+            j, scanned = (j + 1) % n, scanned + 1
+            if j == i or len(packed[j]) >= target:
+                continue
+            x = int(np.argmax(lengths[batches[i]]))
+            y = int(np.argmin(lengths[batches[j]]))
+            if lengths[batches[j][y]] >= lengths[batches[i][x]]:
+                continue
+            bi, bj = batches[i].copy(), batches[j].copy()
+            bi[x], bj[y] = bj[y], bi[x]
+            rows_j = first_fit_decreasing(lengths[bj], length, slots)
+            if len(rows_j) > target:
+                continue
+            batches[i], batches[j] = bi, bj
+            packed[i], packed[j] = first_fit_decreasing(lengths[bi], length, slots), rows_j
+    return packed
+
+
+def epoch_steps(
+    encoded: tokenize.Encoded, batch_size: int, *, seed: int, epoch: int, shape: PackShape
+) -> list[tuple[np.ndarray, list[list[int]]]]:
+    """The steps of one packed epoch: each step's example positions and their rows (positions
+    into that step's examples), balanced to `shape.rows[0]` rows where swaps allow."""
+    batches = _epoch_batches(len(encoded), batch_size, seed, epoch)
+    packed = _balance(batches, encoded.lengths, shape)
+    return list(zip(batches, packed, strict=True))
+
+
 def choose_length(lengths: np.ndarray, max_length: int) -> int:
     """The default row length: the smallest bucket length (`batching.bucket_lengths`) that holds
     the longest example and four of the mean one (rows of several examples pack tightly)."""
@@ -118,13 +167,14 @@ def plan(
     max_length: int = 128,
     length: int = 0,
     row_multiple: int = 1,
-    quantile: float = 0.95,
+    quantile: float = 0.8,
 ) -> PackShape:
     """Chooses the row length, slots per row and row counts of a packed run from its data.
 
-    Packs the batches of the first epochs (at most 3) as `train_batches` will. The rows of most
-    steps (`quantile` of them) are the first row count; the most any of those steps needs is the
-    second (if larger). So a run compiles its train step once or twice.
+    Packs the batches of the first epochs (at most 3) as `train_batches` will. `quantile` of the
+    shuffled steps fit the first row count as they are; `epoch_steps` swaps examples between
+    steps until (nearly) all of them do. A second row count, the most a step still needs, is
+    added only if some step cannot be balanced. So a run compiles its train step once, rarely twice.
 
     Args:
       encoded: the training examples.
@@ -133,7 +183,7 @@ def plan(
       max_length: the longest allowed example (the default `length` is chosen below it).
       length: tokens per row; 0 chooses one (`choose_length`).
       row_multiple: row counts are multiples of this (the size of the 'data' mesh axis).
-      quantile: share of the steps that fit the first row count.
+      quantile: share of the shuffled steps that fit the first row count before balancing.
     """
     if len(encoded) == 0:
         raise ValueError("Cannot plan packed batches for an empty training set")
@@ -146,28 +196,48 @@ def plan(
             f"data.pack_length={length} is shorter than the longest training example "
             f"({int(lengths.max())} tokens); raise it or set it to 0 (auto)"
         )
-    num_epochs = max(1, min(_PLAN_EPOCHS, math.ceil(epochs)))
-    batches = [
-        b for e in range(num_epochs) for b in _epoch_batches(len(encoded), batch_size, seed, e)
-    ]
-    packed = [first_fit_decreasing(lengths[b], length, batch_size) for b in batches]
+    per_epoch = batching.num_train_batches(encoded, batch_size)
+    num_epochs = max(1, min(_PLAN_EPOCHS, math.ceil(epochs), _PLAN_BATCHES // per_epoch))
+    epoch_batches = [_epoch_batches(len(encoded), batch_size, seed, e) for e in range(num_epochs)]
+    packed = [first_fit_decreasing(lengths[b], length, batch_size) for bs in epoch_batches for b in bs]
     slots = max(len(row) for rows in packed for row in rows)
     needed = np.array([len(rows) for rows in packed])
     main = _round_up(int(math.ceil(np.quantile(needed, quantile))), row_multiple)
-    most = _round_up(int(needed.max()), row_multiple)
-    return PackShape(length=length, slots=slots, rows=tuple(sorted({main, most})))
+    shape = PackShape(length=length, slots=slots, rows=(main,))
+    # Balanced steps mostly fit `main` rows; the rest get the most any of them needs.
+    most = max(len(rows) for bs in epoch_batches for rows in _balance(bs, lengths, shape))
+    return PackShape(length=length, slots=slots, rows=tuple(sorted({main, _round_up(most, row_multiple)})))
+
+
+def _num_rows(needed: int, shape: PackShape, row_multiple: int) -> int:
+    fits = [r for r in shape.rows if r >= needed]
+    return fits[0] if fits else _round_up(needed, row_multiple)
+
+
+def epoch_padding(
+    encoded: tokenize.Encoded, batch_size: int, *, seed: int, epoch: int, shape: PackShape,
+    row_multiple: int = 1,
+) -> tuple[int, int]:
+    """(token positions, example tokens) of one packed epoch, without building its arrays."""
+    steps = epoch_steps(encoded, batch_size, seed=seed, epoch=epoch, shape=shape)
+    positions = sum(_num_rows(len(rows), shape, row_multiple) for _, rows in steps) * shape.length
+    return positions, int(encoded.lengths.sum())
 
 
 def pack_batch(
-    encoded: tokenize.Encoded, idx: np.ndarray, shape: PackShape, row_multiple: int = 1
+    encoded: tokenize.Encoded,
+    idx: np.ndarray,
+    shape: PackShape,
+    row_multiple: int = 1,
+    rows: list[list[int]] | None = None,
 ) -> Batch:
     """Packs the examples `idx` (one step) into a batch of `shape` (see the module docstring).
 
-    A step that needs more rows than `shape.rows` allows gets its own row count (a multiple of
-    `row_multiple`)."""
-    rows = first_fit_decreasing(encoded.lengths[idx], shape.length, shape.slots)
-    fits = [r for r in shape.rows if r >= len(rows)]
-    num_rows = fits[0] if fits else _round_up(len(rows), row_multiple)
+    `rows` (positions into `idx` per row) defaults to `first_fit_decreasing`. A step that needs
+    more rows than `shape.rows` allows gets its own row count (a multiple of `row_multiple`)."""
+    if rows is None:
+        rows = first_fit_decreasing(encoded.lengths[idx], shape.length, shape.slots)
+    num_rows = _num_rows(len(rows), shape, row_multiple)
     L, S = shape.length, shape.slots
     input_ids = np.full((num_rows, L), encoded.pad_id, np.int32)
     token_type_ids = np.zeros((num_rows, L), np.int32)
@@ -221,8 +291,8 @@ def train_batches(
             f"An example has {int(encoded.lengths.max())} tokens, more than the packed row "
             f"length {shape.length}"
         )
-    batches = _epoch_batches(len(encoded), batch_size, seed, epoch)
-    return (pack_batch(encoded, b, shape, row_multiple) for b in batches)
+    steps = epoch_steps(encoded, batch_size, seed=seed, epoch=epoch, shape=shape)
+    return (pack_batch(encoded, idx, shape, row_multiple, rows) for idx, rows in steps)
 
 
 def is_packed(batch: Batch) -> bool:
