@@ -58,7 +58,21 @@ def bench_train_table(path: pathlib.Path) -> str:
             notes.append(f"PyTorch ran first and last ({runs} s); its row is their mean.")
         if notes:
             lines += ["", " ".join(notes)]
+    lines += ["", _against_target(r)]
     return "\n".join(lines)
+
+
+def _against_target(r: dict) -> str:
+    """One line on the speed target (a whole cold epoch >= 1.5x PyTorch, every step >= 1.0x)."""
+    ratios = [s[k] for s in r.get("step", []) for k in ("train_ratio", "eval_ratio") if k in s]
+    parts = []
+    if ratios:
+        parts.append(f"per step the slowest ratio is {min(ratios):.2f}x "
+                     f"({'met' if min(ratios) >= 1.0 else 'not met'}: no slower than PyTorch)")
+    if "speedup" in r.get("epoch", {}):
+        e = r["epoch"]["speedup"]
+        parts.append(f"the cold epoch is {e:.2f}x ({'met' if e >= 1.5 else 'not met'}: at least 1.5x)")
+    return "Against the target, in this run: " + "; ".join(parts) + "." if parts else ""
 
 
 def _tokens(run: dict) -> str:
