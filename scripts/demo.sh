@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs fft and fine-tunes the packaged all-MiniLM-L6-v2 on STS-B (shipped GLUE files) for one
-# epoch (the results table has the 3-epoch run), then prints the dev Pearson/Spearman correlation
-# (about 0.70 after this one epoch; 0.85 after 3).
-# About 3-6 minutes of training on 2 CPU cores.
+# epoch, then prints the dev Pearson/Spearman correlation (results/full_finetune.md has the 3-epoch
+# run).
+# A few minutes on 2 CPU cores, install included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
