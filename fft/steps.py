@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fft.data import packing as packed_rows
 from fft.models.bert import Packing
 
 Batch = dict[str, jax.Array]
@@ -72,7 +73,7 @@ def _apply(
     rngs = None if deterministic else {"dropout": rng}
     if forward is not None:
         return forward({"params": params}, batch, deterministic=deterministic, rngs=rngs)
-    if "segment_ids" in batch:  # Packed rows (fft.data.packing): one output per slot.
+    if packed_rows.is_packed(batch):  # One output per slot of each row.
         packing = Packing(batch["segment_ids"], batch["position_ids"], batch["cls_positions"])
         return model.apply(
             {"params": params}, batch["input_ids"], None, batch["token_type_ids"],
