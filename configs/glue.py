@@ -1,4 +1,4 @@
-"""Fine-tune a BERT-family encoder on one GLUE task (full fine-tuning).
+"""Fine-tune a BERT-family encoder on one GLUE task with any registered method (default: full).
 
 Command lines:
   # Packaged all-MiniLM-L6-v2 on RTE, 3 epochs (about 10 minutes on 2 CPU cores):
@@ -9,6 +9,9 @@ Command lines:
   python -m fft.main --config=configs/glue.py:task=stsb,model=/path/to/bert --workdir=runs/stsb
   # Smoke test: a 2-layer random-init model, a few steps, a slice of the data:
   python -m fft.main --config=configs/glue.py:task=rte,tiny --workdir=/tmp/fft_tiny
+  # Another fine-tuning method (fft/methods), with its options in its own block:
+  python -m fft.main --config=configs/glue.py:task=rte,method=lora --config.lora.rank=4 \
+      --config.optim.lr=5e-4 --workdir=runs/rte_lora
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs import common
+from fft import methods
 
 TINY_MODEL = {
     "vocab_size": 30522,
@@ -28,7 +32,10 @@ TINY_MODEL = {
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = common.parse_arg(arg, task="rte", model="minilm", tiny=False, dtype="float32")
+    args = common.parse_arg(
+        arg, task="rte", model="minilm", tiny=False, dtype="float32", method="full"
+    )
+    methods.entry(args.method)  # An unknown method fails here, naming the valid ones.
     config = ml_collections.ConfigDict()
     config.task = args.task
     config.seed = 0
@@ -63,35 +70,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.num_epochs = 3.0
     config.num_train_steps = 0  # > 0 overrides num_epochs.
     config.optim = common.optim_config(lr=5e-5)
-    config.partition = {
-        # Which parameters train (fft.partition): full | head | bitfit | layernorm |
-        # layers:<sel> (e.g. layers:top2, layers:4-5) | critical:<k> (needs distances_file).
-        "preset": "full",
-        "rules": "",  # Overrides preset: 'regex=label;regex=label', label 'frozen' = no training.
-        "distances_file": "",  # distances.json of an earlier run (fft.analyze) for critical:<k>.
-        "head_lr": 0.0,  # Learning rate of the 'head' group; 0 uses optim.lr.
-        "feature_cache": False,  # Run the frozen bottom layers once per dataset (no dropout there).
-    }
-    config.supermask = {
-        # Learn binary masks over the frozen pretrained weights (fft.supermask); overrides
-        # `partition`: scores for the masked tensors + the head train, nothing else.
-        "enabled": False,
-        "rules": "",  # ';'-separated path regexes; '' = attention + FFN kernels of every layer.
-        "extra_rules": "",  # e.g. 'embeddings/word_embeddings/embedding;pooler/dense/kernel'.
-        # Top-level subtrees that train normally (AdamW at optim.lr) and are stored in float32 with
-        # the masks; ';'-separated, '' = the model's head (BERT: classifier; DistilBERT:
-        # pre_classifier;classifier). 'pooler;classifier' also trains BERT's pooler.
-        "head_keys": "",
-        "mode": "threshold",  # 'threshold' (score > threshold) or 'topk' (keep_fraction/tensor).
-        "threshold": 0.0,
-        "keep_fraction": 0.95,
-        "init": "uniform",  # 'constant' | 'uniform' | 'magnitude'.
-        "initial_sparsity": 0.05,
-        "init_scale": 0.05,
-        "score_lr": 1e-3,  # The head trains with optim.lr.
-        "l1": 0.0,  # Pull kept scores down while a tensor is below target_sparsity.
-        "target_sparsity": 0.0,
-    }
+    # The fine-tuning method (fft/methods): its name, and its options in a block of the same name.
+    config.method = args.method
+    config[args.method] = methods.default_options(args.method)
+    # Run the frozen bottom layers once per dataset (no dropout there); legal when the method
+    # leaves the embeddings and the bottom encoder layer unchanged (e.g. head, layers:top2).
+    config.feature_cache = False
     config.export_delta = True  # Write the trained leaves to <workdir>/task_delta.safetensors.
     config.mesh = common.mesh_config()
     config.checkpoint = common.checkpoint_config()

@@ -47,6 +47,24 @@ def decay_mask(params: optax.Params) -> optax.Params:
     return jax.tree_util.tree_map_with_path(keep, params)
 
 
+def schedule(peak_lr: float, config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+    """The run's schedule (warmup over ``config.warmup_fraction``, then linear decay) peaking at
+    ``peak_lr``; every parameter group follows it with its own peak."""
+    return linear_warmup_decay(peak_lr, total_steps, round(config.warmup_fraction * total_steps))
+
+
+def adamw_with(learning_rate: optax.ScalarOrSchedule, config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """AdamW with ``config``'s betas, eps and weight decay (none on biases and norms); no clipping."""
+    return optax.adamw(
+        learning_rate,
+        b1=config.b1,
+        b2=config.b2,
+        eps=config.eps,
+        weight_decay=config.weight_decay,
+        mask=decay_mask,
+    )
+
+
 def adamw(config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
     """AdamW from an `optim` config block (see configs/common.py:optim_config).
 
@@ -54,18 +72,8 @@ def adamw(config: ml_collections.ConfigDict, total_steps: int) -> optax.Gradient
       config: lr, warmup_fraction, weight_decay, b1, b2, eps, max_grad_norm (0 disables).
       total_steps: number of optimizer steps of the whole run (sets the schedule's length).
     """
-    schedule = linear_warmup_decay(config.lr, total_steps, round(config.warmup_fraction * total_steps))
     parts = []
     if config.max_grad_norm:
         parts.append(optax.clip_by_global_norm(config.max_grad_norm))
-    parts.append(
-        optax.adamw(
-            schedule,
-            b1=config.b1,
-            b2=config.b2,
-            eps=config.eps,
-            weight_decay=config.weight_decay,
-            mask=decay_mask,
-        )
-    )
+    parts.append(adamw_with(schedule(config.lr, config, total_steps), config))
     return optax.chain(*parts)

@@ -86,11 +86,12 @@ def _format_rules(rules: Sequence[Rule]) -> str:
     return "\n".join(f"  {i}: {r!r} -> {lab!r}" for i, (r, lab) in enumerate(rules))
 
 
-def assign_rules(paths: Sequence[str], rules: Sequence[Rule]) -> list[int]:
+def assign_rules(paths: Sequence[str], rules: Sequence[Rule], *, every_rule: bool = True) -> list[int]:
     """The index of the rule that catches each path (first full match wins).
 
     Raises:
-      PartitionError: a path matches no rule, a rule catches no path, or a regex is invalid.
+      PartitionError: a path matches no rule, a rule catches no path (unless ``every_rule`` is
+        False), or a regex is invalid.
     """
     compiled = _compile(rules)
     caught = []
@@ -102,7 +103,7 @@ def assign_rules(paths: Sequence[str], rules: Sequence[Rule]) -> list[int]:
         caught.append(idx)
     hit = set(caught)
     dead = [i for i in range(len(rules)) if i not in hit]
-    if dead:
+    if dead and every_rule:
         i = dead[0]  # the first one; fixing it may reveal the next
         raise PartitionError(
             f"rule {i} {rules[i]!r} catches no leaf (no path matches it, or earlier rules caught "
@@ -111,18 +112,19 @@ def assign_rules(paths: Sequence[str], rules: Sequence[Rule]) -> list[int]:
     return caught
 
 
-def labels(params: Any, rules: Sequence[Rule]) -> Any:
+def labels(params: Any, rules: Sequence[Rule], *, every_rule: bool = True) -> Any:
     """A tree shaped like ``params`` whose leaves are the label strings of the rules.
 
     Args:
       params: a parameter tree (nested dicts of arrays, or abstract shapes).
       rules: ordered ``(regex, label)`` pairs; the first regex that fully matches a path wins.
+      every_rule: require every rule to catch a leaf (off to label a part of a tree).
 
     Raises:
       PartitionError: a leaf matches no rule, a rule catches no leaf, or a regex is invalid.
     """
     leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-    caught = assign_rules([tree_paths.path_str(p) for p, _ in leaves], rules)
+    caught = assign_rules([tree_paths.path_str(p) for p, _ in leaves], rules, every_rule=every_rule)
     return jax.tree.unflatten(treedef, [rules[i][1] for i in caught])
 
 

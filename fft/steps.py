@@ -104,11 +104,13 @@ def train_step(
     is_regression: bool,
     assemble: Callable[[Any, Any], Any] = merge_trees,
     forward: Callable[..., jax.Array] | None = None,
+    learning_rates: Callable[[jax.Array], dict[str, jax.Array]] | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on a global batch; returns the new state and scalar metrics.
 
     `assemble(trainable, frozen)` builds the model's parameters inside the loss (default: merge
-    the two trees; supermasks apply their masks here); `forward` overrides `model.apply`."""
+    the two trees; a method applies its masks or low-rank updates here); `forward` overrides
+    `model.apply`; `learning_rates(step)` adds each parameter group's learning rate (its tags)."""
     step_rng = jax.random.fold_in(rng, state.step)
 
     def loss_fn(trainable):
@@ -124,6 +126,8 @@ def train_step(
         "train/grad_norm": optax.tree.norm(grads),
         "train/param_norm": optax.tree.norm(params),
     }
+    if learning_rates is not None:
+        metrics.update(learning_rates(state.step))
     return TrainState(state.step + 1, params, opt_state), metrics
 
 

@@ -25,17 +25,14 @@ from absl import logging
 
 from fft import (
     checkpoint,
-    delta,
     distances,
     feature_cache,
-    mask_store,
+    methods,
     metrics,
     models,
-    optim,
     partition,
     sharding,
     steps,
-    supermask,
     tree_paths,
     writers,
 )
@@ -86,11 +83,12 @@ def load_model(config: ml_collections.ConfigDict, num_labels: int) -> ModelBundl
 
 
 def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
-    """The config a run was started with (its workdir's config.json)."""
+    """The config a run was started with (its workdir's config.json), in today's layout: configs
+    written before methods were parts (`partition`/`supermask` blocks) name the same method."""
     path = pathlib.Path(workdir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; is {workdir} a run's workdir?")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    return methods.upgrade_config(ml_collections.ConfigDict(json.loads(path.read_text())))
 
 
 def initial_params(config: ml_collections.ConfigDict) -> Any:
@@ -98,53 +96,24 @@ def initial_params(config: ml_collections.ConfigDict) -> Any:
     return load_model(config, glue.get_task(config.task).num_labels).params
 
 
+def method_key(config: ml_collections.ConfigDict) -> jax.Array:
+    """The key a method draws its new parameters from (LoRA factors, adapters)."""
+    return jax.random.fold_in(jax.random.key(config.seed), 0x6D657468)
+
+
+def task_params(config: ml_collections.ConfigDict, trained: Any) -> tuple[Any, Any]:
+    """(step-0 parameters, task model) of a run whose trainable tree is `trained`: the task model
+    is the method's `merged` parameters (LoRA folded in, masks applied), on the host."""
+    bundle = load_model(config, glue.get_task(config.task).num_labels)
+    method = methods.create(config, bundle.model)
+    _, frozen = method.init(bundle.params, method_key(config))
+    return bundle.params, jax.device_get(method.merged(trained, frozen))
+
+
 def full_params(config: ml_collections.ConfigDict, initial: Any, trained: Any) -> Any:
-    """The complete model of a run: its trained leaves over its step-0 tree (frozen leaves), or
-    for a supermask run, the pretrained weights with the learned masks applied."""
-    if config.get("supermask", {}).get("enabled", False):  # Configs older than supermasks lack it.
-        _, frozen = supermask.split_head(initial, trained["head"].keys())
-        return jax.device_get(supermask.make_assemble(mask_config(config))(trained, frozen))
-    return _override(initial, trained)
-
-
-def supermask_head_keys(config: ml_collections.ConfigDict, bundle: ModelBundle) -> tuple[str, ...]:
-    """Top-level subtrees that train normally in a supermask run: `supermask.head_keys` or the
-    model's head; raises ValueError for a name that is not a top-level subtree of the model."""
-    text = config.supermask.get("head_keys", "")
-    keys = tuple(k.strip() for k in text.split(";") if k.strip())
-    keys = keys or tuple(type(bundle.model).head_names)
-    unknown = [k for k in keys if k not in bundle.params]
-    if unknown:
-        raise ValueError(
-            f"config.supermask.head_keys={text!r}: {unknown} are not top-level parameter subtrees "
-            f"of the model ({sorted(bundle.params)})"
-        )
-    return keys
-
-
-def mask_config(config: ml_collections.ConfigDict) -> supermask.MaskConfig:
-    """The run's supermask.MaskConfig from its `supermask` block."""
-    c = config.supermask
-
-    def split(text: str) -> tuple[str, ...]:
-        return tuple(r for r in text.split(";") if r)
-
-    return supermask.MaskConfig(
-        rules=split(c.rules) or (supermask.ENCODER_RULE,), extra_rules=split(c.extra_rules),
-        mode=c.mode, threshold=c.threshold, keep_fraction=c.keep_fraction, init=c.init,
-        initial_sparsity=c.initial_sparsity, init_scale=c.init_scale, seed=config.seed,
-    )
-
-
-def _override(base: Any, new: Any) -> Any:
-    if not isinstance(new, dict):
-        return new
-    out = dict(base)
-    for key, value in new.items():
-        if key not in base:
-            raise KeyError(f"Checkpoint leaf {key!r} is not in the model's parameters")
-        out[key] = _override(base[key], value)
-    return out
+    """The complete task model of a run from its trainable tree (see `task_params`)."""
+    del initial  # Rebuilt from the config, so the method's frozen tree is its own.
+    return task_params(config, trained)[1]
 
 
 def _onto_mesh(mesh, x: jax.Array) -> jax.Array:
@@ -200,8 +169,8 @@ def with_packing(config: ml_collections.ConfigDict, data: TaskData, epochs: floa
     Feature-cache runs keep length buckets: their cache holds one row per example."""
     if not config.data.get("packing", False):  # Configs older than packing: buckets.
         return data
-    if config.partition.feature_cache:
-        logging.info("partition.feature_cache: training batches are length-bucketed, not packed")
+    if config.feature_cache:
+        logging.info("feature_cache: training batches are length-bucketed, not packed")
         return data
     shape = packing.plan(
         data.train, config.batch_size, seed=config.seed, epochs=epochs,
@@ -256,90 +225,30 @@ def check_finite(step: int, loss: float, workdir: pathlib.Path) -> None:
         )
 
 
-def partition_rules(config: ml_collections.ConfigDict, model) -> list[tuple[str, str]]:
-    """The run's (regex, label) rules: `partition.rules` if given, else the named preset."""
-    cfg = config.partition
-    if cfg.rules:
-        rules = []
-        for item in cfg.rules.split(";"):
-            regex, sep, label = item.rpartition("=")
-            if not sep or not regex or not label:
-                raise partition.PartitionError(
-                    f"partition.rules item {item!r}: expected 'regex=label' (items separated by ';')"
-                )
-            rules.append((regex.strip(), label.strip()))
-        return rules
-    head = "(" + "|".join(type(model).head_names) + ")/.*"
-    return partition.preset_rules(
-        cfg.preset, model.config.encoder_spec.num_layers,
-        distances_file=cfg.distances_file or None, head=head,
-    )
-
-
-def partition_and_optimizer(config: ml_collections.ConfigDict, bundle: ModelBundle, num_steps: int):
-    """Splits the parameters into trainable and frozen trees and builds the optimizer.
-
-    Returns (trainable, frozen, tx): host trees, and an `optax.partition` over the trainable tree
-    only (label 'head' gets `partition.head_lr` if set), after global-norm clipping."""
-    if config.supermask.enabled:
-        return supermask_and_optimizer(config, bundle, num_steps)
-    rules = partition_rules(config, bundle.model)
-    label_tree = partition.labels(bundle.params, rules)
-    logging.info("Partition (%s):\n%s", config.partition.rules or config.partition.preset,
-                 partition.summary(bundle.params, label_tree, rules))
-    trainable, frozen = partition.split(bundle.params, label_tree)
-    body = config.optim.copy_and_resolve_references()
-    body.max_grad_norm = 0.0  # Clipped once below, over all trainable leaves together.
-    head = body.copy_and_resolve_references()
-    if config.partition.head_lr:
-        head.lr = config.partition.head_lr
-    labels = partition.trainable_labels(label_tree)
-    transforms = {
-        label: optim.adamw(head if label == "head" else body, num_steps)
-        for label in set(jax.tree.leaves(labels))
-    }
-    tx = partition.make_optimizer(labels, transforms)
+def make_optimizer(config: ml_collections.ConfigDict, method: methods.Method, trainable: Any, num_steps: int):
+    """(tx, schedules): the method's optimizer after global-norm clipping over all trainable leaves
+    (`optim.max_grad_norm`, 0 disables), the same for every method."""
+    opt = method.optimizer(trainable, num_steps)
+    tx = opt.tx
     if config.optim.max_grad_norm:
         tx = optax.chain(optax.clip_by_global_norm(config.optim.max_grad_norm), tx)
-    return trainable, frozen, tx
+    return tx, dict(opt.schedules)
 
 
-def supermask_and_optimizer(config: ml_collections.ConfigDict, bundle: ModelBundle, num_steps: int):
-    """Scores for the masked tensors + the head train; the pretrained encoder is frozen."""
-    mcfg = mask_config(config)
-    trainable, frozen = supermask.init_trainable(
-        None, bundle.params, mcfg, head_keys=supermask_head_keys(config, bundle)
-    )
-    trainable = jax.device_get(trainable)
-    c = config.supermask
-    tx = supermask.make_optimizer(
-        c.score_lr, config.optim.lr, num_steps, config=mcfg,
-        warmup_fraction=config.optim.warmup_fraction, head_weight_decay=config.optim.weight_decay,
-        l1=c.l1, target_sparsity=c.target_sparsity or None,
-        b1=config.optim.b1, b2=config.optim.b2, eps=config.optim.eps,
-    )
-    logging.info(
-        "Supermask: %d masked tensors (%d entries), initial sparsity %.3f, head %s",
-        len(tree_paths.flatten(trainable["scores"])),
-        partition.count_params(trainable["scores"]), c.initial_sparsity, sorted(trainable["head"]),
-    )
-    return trainable, frozen, tx
-
-
-def build_feature_cache(config, bundle, data, trainable_host, params, frozen, mesh):
-    """Runs the frozen prefix once over the training set (see fft.feature_cache)."""
+def build_feature_cache(config, method, data, trainable_host, params, frozen, mesh):
+    """Runs the layers below the method's lowest changed layer once over the training set (see
+    fft.feature_cache)."""
     if jax.process_count() > 1:
-        raise NotImplementedError("partition.feature_cache runs in a single process for now")
-    num_layers = bundle.model.config.encoder_spec.num_layers
-    start = feature_cache.first_trainable_layer(tree_paths.leaf_paths(trainable_host), num_layers)
+        raise NotImplementedError("feature_cache runs in a single process for now")
+    start = method.cache_start(trainable_host)
     if start == 0:
         raise ValueError(
-            f"partition.feature_cache needs frozen embeddings and a frozen bottom encoder layer; "
-            f"partition {config.partition.rules or config.partition.preset!r} trains them"
+            f"feature_cache needs frozen embeddings and a frozen bottom encoder layer; method "
+            f"{method.description!r} changes them"
         )
     t0 = time.perf_counter()
     cache = feature_cache.build(
-        bundle.model, steps.merge_trees(params, frozen), data.train, start=start,
+        method.model, jax.jit(method.assemble)(params, frozen), data.train, start=start,
         batch_size=config.eval_batch_size, buckets=data.buckets, mesh=mesh,
     )
     seconds = time.perf_counter() - t0
@@ -372,13 +281,15 @@ class Run:
     cache: Any = None  # feature_cache.FeatureCache when the frozen prefix is cached.
     trainable_params: int = 0
     total_params: int = 0
-    assemble: Any = steps.merge_trees  # (trainable, frozen) -> full params, as in the steps.
-    sparsity_fn: Any = None  # Supermask runs: jitted scores -> {path: sparsity, 'total': ...}.
+    method: Any = None  # fft.methods.Method: assemble, merge, metrics, export.
+    metrics_fn: Any = None  # The method's jitted extra metrics (trainable -> {tag: scalar}), or None.
 
 
 def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run, steps.TrainState, int | None]:
-    """Loads model and data, builds the sharded state (restored if the workdir has a checkpoint)
-    and the jitted steps."""
+    """Loads model and data, builds the method, the sharded state (restored if the workdir has a
+    checkpoint) and the jitted steps."""
+    config = methods.upgrade_config(config)
+    methods.check_config(config)
     is_main = jax.process_index() == 0
     writer = writers.create_writer(workdir, just_logging=not is_main)
     if is_main:
@@ -387,6 +298,8 @@ def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run
     task = glue.get_task(config.task)
     bundle = load_model(config, task.num_labels)
     logging.info("Model: %s", bundle.description)
+    method = methods.create(config, bundle.model)
+    logging.info("Method: %s", method.description)
     data = load_data(config, tokenize.load_tokenizer(bundle.tokenizer_dir))
     steps_per_epoch = batching.num_train_batches(data.train, config.batch_size)
     num_steps = total_steps(config, steps_per_epoch)
@@ -400,7 +313,9 @@ def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run
 
     if config.batch_size % mesh.shape["data"]:
         raise ValueError(f"batch_size {config.batch_size} does not split over {mesh.shape['data']} data shards")
-    trainable_host, frozen_host, tx = partition_and_optimizer(config, bundle, num_steps)
+    trainable_host, frozen_host = method.init(bundle.params, method_key(config))
+    trainable_host, frozen_host = jax.device_get((trainable_host, frozen_host))
+    tx, schedules = make_optimizer(config, method, trainable_host, num_steps)
     param_sh = sharding.param_shardings(trainable_host, mesh, config.mesh.param_rules)
     frozen_sh = sharding.param_shardings(frozen_host, mesh, config.mesh.param_rules)
     params = jax.device_put(trainable_host, param_sh)
@@ -419,25 +334,23 @@ def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run
     batch_sh = sharding.batch_sharding(mesh)
     regression = is_regression(task)
     cache, forward = None, None
-    assemble = steps.merge_trees
-    if config.supermask.enabled:
-        assemble = supermask.make_assemble(mask_config(config))
-        if config.partition.feature_cache:
-            raise ValueError("partition.feature_cache does not apply to supermask runs (every layer is masked)")
-    if config.partition.feature_cache:
-        cache = build_feature_cache(config, bundle, data, trainable_host, params, frozen, mesh)
-        forward = feature_cache.cached_apply(bundle.model, cache.start)
+    if config.feature_cache:
+        cache = build_feature_cache(config, method, data, trainable_host, params, frozen, mesh)
+        forward = feature_cache.cached_apply(method.model, cache.start)
     train_fn = jax.jit(
         functools.partial(
-            steps.train_step, model=bundle.model, tx=tx, is_regression=regression,
-            forward=forward, assemble=assemble,
+            steps.train_step, model=method.model, tx=tx, is_regression=regression,
+            forward=forward, assemble=method.assemble,
+            learning_rates=functools.partial(_learning_rates, schedules),
         ),
         in_shardings=(state_sh, frozen_sh, batch_sh, repl),
         out_shardings=(state_sh, repl),
         donate_argnums=(0,),  # The state; the frozen tree is reused every step.
     )
     eval_step = jax.jit(
-        functools.partial(steps.eval_step, model=bundle.model, is_regression=regression, assemble=assemble),
+        functools.partial(
+            steps.eval_step, model=method.model, is_regression=regression, assemble=method.assemble
+        ),
         in_shardings=(param_sh, frozen_sh, batch_sh),
         out_shardings=repl,
     )
@@ -449,20 +362,23 @@ def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run
         initial_sh = sharding.param_shardings(bundle.params, mesh, config.mesh.param_rules)
         initial_params = jax.device_put(bundle.params, initial_sh)  # A copy: `state` is donated.
         rules = distances.DEFAULT_LAYER_GROUPS
-        distance_fn = jax.jit(lambda init, tr, fr: distances.grouped(init, assemble(tr, fr), rules))
+        distance_fn = jax.jit(lambda init, tr, fr: distances.grouped(init, method.merged(tr, fr), rules))
     run = Run(
         config=config, workdir=workdir, task=task, data=data, model_description=bundle.description,
         mesh=mesh, train_fn=train_fn, eval_fn=eval_fn, manager=manager, writer=writer, frozen=frozen,
         rng=jax.device_put(dropout_key(config), repl),
         steps_per_epoch=steps_per_epoch, num_steps=num_steps,
         initial_params=initial_params, distance_fn=distance_fn, cache=cache,
-        assemble=assemble,
-        sparsity_fn=jax.jit(functools.partial(supermask.sparsity, config=mask_config(config)))
-        if config.supermask.enabled else None,
+        method=method, metrics_fn=jax.jit(method.metrics) if method.metrics else None,
         trainable_params=partition.count_params(trainable_host),
         total_params=partition.count_params(bundle.params),
     )
     return run, state, restored_step
+
+
+def _learning_rates(schedules, step: jax.Array) -> dict[str, jax.Array]:
+    """Each parameter group's learning rate at `step` (the one its update used)."""
+    return {f"train/learning_rate/{label}": schedule(step) for label, schedule in schedules.items()}
 
 
 def evaluate_all(run: Run, state: steps.TrainState, step: int) -> dict[str, dict[str, float]]:
@@ -473,11 +389,18 @@ def evaluate_all(run: Run, state: steps.TrainState, step: int) -> dict[str, dict
         logging.info("eval %s at step %d: %s", split, step, results[split])
     if run.distance_fn is not None:
         log_distances(run, state, step)
-    if run.sparsity_fn is not None:
-        sparsity = jax.device_get(run.sparsity_fn(state.params["scores"]))
-        run.writer.write_scalars(step, {f"mask/sparsity/{k}": float(v) for k, v in sparsity.items()})
-        logging.info("mask sparsity at step %d: %.4f", step, float(sparsity["total"]))
+    if run.metrics_fn is not None:
+        extra = {k: float(v) for k, v in jax.device_get(run.metrics_fn(state.params)).items()}
+        run.writer.write_scalars(step, extra)
+        logging.info("method metrics at step %d: %s", step, _short(extra))
     return results
+
+
+def _short(scalars: dict[str, float], limit: int = 6) -> str:
+    """At most `limit` scalars as text, those named total first."""
+    keys = sorted(scalars, key=lambda k: (not k.endswith("total"), k))[:limit]
+    more = f" (+{len(scalars) - limit} more)" if len(scalars) > limit else ""
+    return ", ".join(f"{k} {scalars[k]:.4g}" for k in keys) + more
 
 
 TRACKED_MEASURES = ("rel_l1", "rel_l2", "angle")
@@ -533,7 +456,6 @@ def train_loop(run: Run, state: steps.TrainState, first_step: int) -> tuple[step
             check_finite(done, scalars["train/loss"], run.workdir)
             summary["last_train_loss"] = scalars["train/loss"]
             if due_log:
-                scalars["train/learning_rate"] = optim.learning_rate(config.optim, run.num_steps, done)
                 scalars.update(progress.rates(done))
                 run.writer.write_scalars(done, scalars)
                 progress.log(done, f"loss {scalars['train/loss']:.4f}")
@@ -563,6 +485,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     run, state, restored_step = setup(config, workdir)
+    config = run.config
     first_step = int(restored_step or 0)
     with jax.transfer_guard(config.transfer_guard):  # Host<->device moves must be explicit.
         state, summary = train_loop(run, state, first_step)
@@ -570,22 +493,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     step = int(jax.device_get(state.step))
     eval_results = summary["eval"] or evaluate_all(run, state, step)  # Resumed at the end.
     train_seconds = summary["train_seconds"]
-    stored_bytes = mask_bytes = None
-    if jax.process_index() == 0 and config.export_delta and config.supermask.enabled:
-        trained = jax.device_get(state.params)
-        sparsity = {k: float(v) for k, v in jax.device_get(run.sparsity_fn(state.params["scores"])).items()}
-        mask_bytes = mask_store.export_task(
-            workdir / "task_mask", trained["scores"], trained["head"], mask_config(config),
-            {"task": run.task.name, "model": run.model_description},
+    export = None
+    if jax.process_index() == 0 and config.export_delta:
+        export = run.method.export(
+            jax.device_get(state.params), workdir,
+            {"task": run.task.name, "model": run.model_description, "method": run.method.description},
         )
-        stored_bytes = mask_bytes["packed_bytes"]
-        mask_bytes["sparsity"] = sparsity
-    elif jax.process_index() == 0 and config.export_delta:
-        stored_bytes = delta.export_delta(
-            jax.device_get(state.params), workdir / "task_delta.safetensors",
-            {"task": run.task.name, "model": run.model_description,
-             "partition": config.partition.rules or config.partition.preset},
-        )
+        logging.info("Task stored in %s: %d bytes", export.get("file"), export["stored_bytes"])
     final = {
         "task": run.task.name,
         "model": run.model_description,
@@ -598,14 +512,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         "train_examples_per_sec": summary["examples_seen"] / train_seconds if summary["examples_seen"] else None,
         "wall_seconds": time.perf_counter() - t_start,
         "eval": eval_results,
-        "partition": config.partition.rules or config.partition.preset,
+        "method": config.method,
+        "method_description": run.method.description,
+        "method_options": config[config.method].to_dict(),
         "feature_cache": run.cache is not None,
         "feature_cache_seconds": None if run.cache is None else run.cache.build_seconds,
         "trainable_params": run.trainable_params,
         "total_params": run.total_params,
-        "stored_bytes": stored_bytes,
-        "mask_store": mask_bytes,
-        "supermask": config.supermask.enabled,
+        "stored_bytes": None if export is None else export["stored_bytes"],
+        "export": export,
         "devices": jax.device_count(),
         "platform": jax.devices()[0].platform,
     }

@@ -20,7 +20,7 @@ def no_dropout(config):
 class PartitionTrainTest(absltest.TestCase):
     def test_bitfit_trains_only_biases_and_head(self):
         workdir = self.create_tempdir().full_path
-        final = train.train_and_evaluate(tiny_config(**{"partition.preset": "bitfit"}), workdir)
+        final = train.train_and_evaluate(tiny_config("bitfit"), workdir)
         initial, latest, _ = analyze.run_params(workdir)
         for path in initial:
             trains = path.endswith("/bias") or path.startswith("classifier/")
@@ -47,11 +47,11 @@ class PartitionTrainTest(absltest.TestCase):
     def test_feature_cache_trains_the_same_model(self):
         # Feature-cache runs train on length buckets (the cache has a row per example), so the plain
         # run does too: same batches, same model.
-        overrides = {"partition.preset": "layers:top1", "num_train_steps": 4, "eval_every_steps": 4,
+        overrides = {"layers.select": "top1", "num_train_steps": 4, "eval_every_steps": 4,
                      "data.packing": False}
-        plain = train.train_and_evaluate(no_dropout(tiny_config(**overrides)), self.create_tempdir().full_path)
+        plain = train.train_and_evaluate(no_dropout(tiny_config("layers", **overrides)), self.create_tempdir().full_path)
         cached = train.train_and_evaluate(
-            no_dropout(tiny_config(**overrides, **{"partition.feature_cache": True})),
+            no_dropout(tiny_config("layers", **overrides, feature_cache=True)),
             self.create_tempdir().full_path,
         )
         self.assertTrue(cached["feature_cache"])
@@ -59,24 +59,24 @@ class PartitionTrainTest(absltest.TestCase):
         np.testing.assert_allclose(cached["eval"]["dev"]["loss"], plain["eval"]["dev"]["loss"], rtol=1e-5)
 
     def test_feature_cache_needs_a_frozen_prefix(self):
-        config = tiny_config(**{"partition.feature_cache": True})
+        config = tiny_config(feature_cache=True)
         with self.assertRaisesRegex(ValueError, "feature_cache needs frozen embeddings"):
             train.train_and_evaluate(config, self.create_tempdir().full_path)
 
     def test_custom_rules_and_bad_rules(self):
         rules = r"classifier/.*=head;encoder/layer_1/.*=train;.*=frozen"
         final = train.train_and_evaluate(
-            tiny_config(**{"partition.rules": rules, "num_train_steps": 2}), self.create_tempdir().full_path
+            tiny_config("rules", **{"rules.rules": rules, "num_train_steps": 2}), self.create_tempdir().full_path
         )
-        self.assertEqual(final["partition"], rules)
+        self.assertEqual((final["method"], final["method_options"]["rules"]), ("rules", rules))
         with self.assertRaisesRegex(partition.PartitionError, "encoder/layer_9"):
             train.train_and_evaluate(
-                tiny_config(**{"partition.rules": r"classifier/.*=head;encoder/layer_9/.*=train;.*=frozen"}),
+                tiny_config("rules", **{"rules.rules": r"classifier/.*=head;encoder/layer_9/.*=train;.*=frozen"}),
                 self.create_tempdir().full_path,
             )
         with self.assertRaisesRegex(partition.PartitionError, "regex=label"):
             train.train_and_evaluate(
-                tiny_config(**{"partition.rules": "classifier/.*"}), self.create_tempdir().full_path
+                tiny_config("rules", **{"rules.rules": "classifier/.*"}), self.create_tempdir().full_path
             )
 
 

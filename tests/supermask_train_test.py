@@ -14,7 +14,7 @@ from tests.train_test import tiny_config
 
 
 def supermask_config(**overrides):
-    return tiny_config(**{"supermask.enabled": True, "supermask.score_lr": 1e-2, **overrides})
+    return tiny_config("supermask", **{"supermask.score_lr": 1e-2, **overrides})
 
 
 class SupermaskTrainTest(absltest.TestCase):
@@ -65,8 +65,8 @@ class SupermaskTrainTest(absltest.TestCase):
         config = supermask_config()
         workdir = pathlib.Path(self.create_tempdir().full_path)
         final = train.train_and_evaluate(config, workdir)
-        self.assertGreater(final["mask_store"]["sparsity"]["total"], 0.0)
-        self.assertLess(final["stored_bytes"], final["mask_store"]["dense_bytes"])
+        self.assertGreater(final["export"]["sparsity"]["total"], 0.0)
+        self.assertLess(final["stored_bytes"], final["export"]["dense_bytes"])
 
         bundle = train.load_model(config, 2)
         dense = mask_store.import_task(workdir / "task_mask", bundle.params)

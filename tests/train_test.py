@@ -33,8 +33,8 @@ def event_scalars(workdir) -> dict[str, dict[int, float]]:
     return out
 
 
-def tiny_config(**overrides):
-    config = glue_config.get_config("task=rte,tiny")
+def tiny_config(method="full", **overrides):
+    config = glue_config.get_config(f"task=rte,tiny,method={method}")
     for key, value in overrides.items():
         target = config
         *parents, leaf = key.split(".")

@@ -1,0 +1,148 @@
+"""The method interface: what every fine-tuning method gives the training loop.
+
+A method is a :class:`Method` record of pure functions, built by its module's ``create(options,
+config, model)`` from the run's config and the (pretrained) model. The loop, the steps, the
+distances, analysis, export and serving call these functions and never branch on a method's name:
+
+  init(params, rng)            -> (trainable, frozen): host trees; new parameters (LoRA factors,
+                                  adapters, mask scores) are drawn from ``rng`` here.
+  assemble(trainable, frozen)  -> the parameters ``model`` applies; runs inside the loss and the
+                                  eval step, so only ``trainable`` is ever differentiated.
+  merge(trainable, frozen)     -> the task model as plain parameters of the model (LoRA folded into
+                                  its kernels, masks applied): distances, analysis and serving
+                                  compare against it. Equal to ``assemble`` for most methods.
+  optimizer(trainable, steps)  -> :class:`Optimizer`: an optax transformation over ``trainable``
+                                  (per-group learning rates via ``optax.partition``) and each
+                                  group's schedule. The loop adds global-norm clipping once, for
+                                  every method.
+  metrics(trainable)           -> extra scalars logged at evaluation (e.g. mask sparsity); jittable.
+  export(trainable, dir, meta) -> writes the task (only what it trained) and returns a report with
+                                  ``stored_bytes``.
+  import_task(dir, params)     -> the task model's parameters from an exported task and the run's
+                                  step-0 parameters ``params``.
+  cache_start(trainable)       -> the lowest encoder layer the method changes: the frozen-prefix
+                                  feature cache may run layers below it once per dataset (0: not
+                                  legal, the embeddings change).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import ml_collections
+import optax
+
+from fft import optim, tree_paths
+from fft.steps import merge_trees
+
+Tree = Any
+
+
+class MethodError(ValueError):
+    """A method's options are invalid for the run's model or config; the message names the field."""
+
+
+class Optimizer(NamedTuple):
+    """A method's optimizer: the transformation and each parameter group's learning-rate schedule."""
+
+    tx: optax.GradientTransformation
+    schedules: Mapping[str, optax.Schedule]  # group label -> lr(step); logged per step.
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One fine-tuning method, as the training loop sees it (see the module docstring)."""
+
+    name: str
+    model: Any  # What the steps apply: the base model, or a variant (adapters, LoRA beside it).
+    init: Callable[[Tree, jax.Array], tuple[Tree, Tree]]
+    assemble: Callable[[Tree, Tree], Tree]
+    optimizer: Callable[[Tree, int], Optimizer]
+    export: Callable[[Tree, pathlib.Path, Mapping[str, str]], dict[str, Any]]
+    import_task: Callable[[pathlib.Path, Tree], Tree]
+    cache_start: Callable[[Tree], int]
+    merge: Callable[[Tree, Tree], Tree] | None = None
+    metrics: Callable[[Tree], dict[str, jax.Array]] | None = None
+    description: str = ""
+
+    def merged(self, trainable: Tree, frozen: Tree) -> Tree:
+        """The task model's plain parameters (``merge`` if the method has one, else ``assemble``)."""
+        return (self.merge or self.assemble)(trainable, frozen)
+
+
+# ---------------------------------------------------------------------------------------------
+# The model's head: one definition.
+
+
+def head_keys(model: Any) -> tuple[str, ...]:
+    """Top-level parameter subtrees that form the model's task head (its class's ``head_names``:
+    BERT ``classifier``; DistilBERT ``pre_classifier``, ``classifier``)."""
+    return tuple(model.head_names)
+
+
+def head_regex(model: Any) -> str:
+    """A regex that fully matches the paths of the head's leaves."""
+    return "(?:" + "|".join(head_keys(model)) + ")/.*"
+
+
+def num_layers(model: Any) -> int:
+    return model.config.encoder_spec.num_layers
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared pieces
+
+
+def lowest_layer(paths, num: int) -> int:
+    """The lowest encoder layer any of ``paths`` lies in (``num`` if none); 0 if a path is in the
+    embeddings. Paths may carry a prefix (``lora/encoder/layer_3/...``)."""
+    lowest = num
+    for path in paths:
+        parts = path.split("/")
+        if "embeddings" in parts[:2]:
+            return 0
+        for i, part in enumerate(parts[:-1]):
+            if part == "encoder" and parts[i + 1].startswith("layer_"):
+                lowest = min(lowest, int(parts[i + 1][len("layer_") :]))
+                break
+    return lowest
+
+
+def group_adamw(
+    labels: Tree, lrs: Mapping[str, float], config: ml_collections.ConfigDict, total_steps: int
+) -> Optimizer:
+    """AdamW per label of ``labels`` (a tree shaped like the trainable parameters), each with its
+    own peak learning rate ``lrs[label]`` and the run's warmup/decay (``config`` = ``optim``)."""
+    used = sorted(set(jax.tree.leaves(labels)))
+    missing = [label for label in used if label not in lrs]
+    if missing:
+        raise MethodError(f"no learning rate for parameter group(s) {missing}; given {sorted(lrs)}")
+    schedules = {label: optim.schedule(lrs[label], config, total_steps) for label in used}
+    txs = {label: optim.adamw_with(schedules[label], config) for label in used}
+    return Optimizer(optax.partition(txs, labels), schedules)
+
+
+def split_paths(params: Tree, trains: Callable[[str], bool]) -> tuple[Tree, Tree]:
+    """(trainable, frozen): the leaves whose path ``trains``, and the rest (nested dicts)."""
+    flat = tree_paths.flatten(params)
+    trainable = {p: v for p, v in flat.items() if trains(p)}
+    frozen = {p: v for p, v in flat.items() if not trains(p)}
+    return tree_paths.unflatten(trainable), tree_paths.unflatten(frozen)
+
+
+def merge(trainable: Tree, frozen: Tree) -> Tree:
+    """The one tree merge (``fft.steps.merge_trees``): disjoint leaves into one tree."""
+    return merge_trees(trainable, frozen)
+
+
+def check_options(name: str, options: ml_collections.ConfigDict, defaults: Mapping[str, Any]) -> None:
+    """Raises MethodError naming an option the method does not have."""
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise MethodError(
+            f"config.{name}: unknown option(s) {unknown}; {name} takes {sorted(defaults)}"
+        )
