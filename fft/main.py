@@ -7,6 +7,7 @@ per-step buffers mapped (`fft.malloc_tuning`; FFT_MALLOC_TUNING=0 turns that off
 """
 
 import os
+import sys
 
 import jax
 from absl import app, flags, logging
@@ -51,4 +52,10 @@ if __name__ == "__main__":
     from fft import malloc_tuning
 
     malloc_tuning.reexec_with_malloc_tuning()  # Restarts once with tuned malloc where it applies.
+    try:
+        from fft import methods
+
+        methods.check_overrides(sys.argv)
+    except ValueError as e:
+        sys.exit(f"fft.main: {e}")
     app.run(main)

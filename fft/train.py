@@ -84,7 +84,7 @@ def load_model(config: ml_collections.ConfigDict, num_labels: int) -> ModelBundl
 
 def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
     """The config a run was started with (its workdir's config.json), in today's layout: configs
-    written before methods were parts (`partition`/`supermask` blocks) name the same method."""
+    written before methods were parts (see `methods.upgrade_config`) name the same method."""
     path = pathlib.Path(workdir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; is {workdir} a run's workdir?")

@@ -71,18 +71,39 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if name is None:
         raise MethodError("config.method is missing; valid methods: " + ", ".join(REGISTRY))
     defaults = entry(name).options
+    if name not in config:
+        raise MethodError(
+            f"config.method is {name!r} but the config has no {name!r} block; choose the method in "
+            f"the config argument (--config=configs/glue.py:...,method={name})"
+        )
     others = [k for k in config if k in REGISTRY and k != name]
     if others:
         raise MethodError(
             f"config.method is {name!r} but the config has options of {others}: set the method in "
             f"the config argument (configs/glue.py:...,method={others[0]}) or drop those options"
         )
-    if name not in config:
-        raise MethodError(
-            f"config.method is {name!r} but the config has no {name!r} block; choose the method in "
-            f"the config argument (--config=configs/glue.py:...,method={name})"
-        )
     base.check_options(name, config[name], defaults)
+
+
+def check_overrides(argv: list[str]) -> None:
+    """Raises MethodError for a command-line option of one method given to another
+    (``--config=configs/glue.py:method=lora --config.supermask.score_lr=...``); the flag parser
+    alone would only say that the config has no ``supermask`` key."""
+    chosen = "full"
+    for arg in argv:
+        if arg.startswith("--config=") and ":" in arg:
+            for item in arg.split(":", 1)[1].split(","):
+                key, _, value = item.partition("=")
+                if key.strip() == "method":
+                    chosen = value.strip()
+    for arg in argv:
+        if arg.startswith("--config."):
+            block = arg.removeprefix("--config.").split(".", 1)[0].split("=", 1)[0]
+            if block in REGISTRY and block != chosen:
+                raise MethodError(
+                    f"{arg.split('=', 1)[0]}: an option of method {block!r}, but the run's method is "
+                    f"{chosen!r}; choose it with --config=configs/glue.py:...,method={block}"
+                )
 
 
 def create(config: ml_collections.ConfigDict, model: Any) -> Method:
