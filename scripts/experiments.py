@@ -16,15 +16,16 @@ import time
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
-def command(task: str, workdir: pathlib.Path, overrides: list[str]) -> list[str]:
-    return [sys.executable, "-m", "fft.main", f"--config=configs/glue.py:task={task}",
+def command(task: str, workdir: pathlib.Path, overrides: list[str], method: str = "full") -> list[str]:
+    arg = f"task={task}" if method == "full" else f"task={task},method={method}"
+    return [sys.executable, "-m", "fft.main", f"--config=configs/glue.py:{arg}",
             f"--workdir={workdir}", "--config.checkpoint.every_steps=200", *overrides]
 
 
-def display_command(task: str, workdir: pathlib.Path, overrides: list[str]) -> str:
+def display_command(task: str, workdir: pathlib.Path, overrides: list[str], method: str = "full") -> str:
     """The command as a user types it from the repo root."""
     rel = workdir.relative_to(REPO) if workdir.is_relative_to(REPO) else workdir
-    return "python -m fft.main " + shlex.join(command(task, rel, overrides)[3:])
+    return "python -m fft.main " + shlex.join(command(task, rel, overrides, method)[3:])
 
 
 def wait_while_paused() -> None:
@@ -36,15 +37,15 @@ def wait_while_paused() -> None:
         time.sleep(10)
 
 
-def run(task: str, workdir: pathlib.Path, overrides: list[str]) -> dict:
+def run(task: str, workdir: pathlib.Path, overrides: list[str], method: str = "full") -> dict:
     """Runs (or resumes) one fine-tuning run unless it has finished; returns its final metrics."""
     final = workdir / "final_metrics.json"
     if not final.exists():
         wait_while_paused()
     if not final.exists():  # (It may have been finished by another driver while we waited.)
         workdir.mkdir(parents=True, exist_ok=True)
-        cmd = command(task, workdir, overrides)
-        print("$", display_command(task, workdir, overrides), flush=True)
+        cmd = command(task, workdir, overrides, method)
+        print("$", display_command(task, workdir, overrides, method), flush=True)
         t0 = time.time()
         with open(workdir.parent / f"{workdir.name}.log", "a") as log:
             subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True)

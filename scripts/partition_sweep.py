@@ -35,14 +35,15 @@ TASKS = ("cola", "stsb", "rte", "sst2")
 # SST-2 (67k examples): every method, full fine-tuning included, on the same deterministic 20%
 # subset for one epoch, so that the whole table fits a 2-core machine; its `full` row is its own run.
 EPOCHS = {"sst2": ["--config.num_epochs=1", "--config.data.train_fraction=0.2"]}
-CACHE = ["--config.partition.feature_cache=true"]
+CACHE = ["--config.feature_cache=true"]
+# Table name -> (fft method, its command-line options).
 METHODS = {
-    "bitfit": ["--config.partition.preset=bitfit", "--config.optim.lr=1e-3"],
-    "head": ["--config.partition.preset=head", "--config.optim.lr=1e-3", *CACHE],
-    "top1": ["--config.partition.preset=layers:top1", "--config.optim.lr=1e-4", *CACHE],
-    "top2": ["--config.partition.preset=layers:top2", "--config.optim.lr=1e-4", *CACHE],
-    "top3": ["--config.partition.preset=layers:top3", "--config.optim.lr=1e-4", *CACHE],
-    "critical2": ["--config.partition.preset=critical:2", "--config.optim.lr=1e-4"],
+    "bitfit": ("bitfit", ["--config.optim.lr=1e-3"]),
+    "head": ("head", ["--config.optim.lr=1e-3", *CACHE]),
+    "top1": ("layers", ["--config.layers.select=top1", "--config.optim.lr=1e-4", *CACHE]),
+    "top2": ("layers", ["--config.layers.select=top2", "--config.optim.lr=1e-4", *CACHE]),
+    "top3": ("layers", ["--config.layers.select=top3", "--config.optim.lr=1e-4", *CACHE]),
+    "critical2": ("critical", ["--config.critical.k=2", "--config.optim.lr=1e-4"]),
 }
 # The feature cache's check: the same run without it (dropout then also runs in the frozen part).
 # On the SST-2 subset: the cheapest task where the top layer alone learns the task.
@@ -64,23 +65,25 @@ def critical_overrides(task: str) -> list[str]:
     from fft import partition
 
     layers = partition.ranked_layers(dist)[:2]
-    extra = [f"--config.partition.distances_file=results/distances/{task}/distances.json"]
+    extra = [f"--config.critical.distances_file=results/distances/{task}/distances.json"]
     return extra + (CACHE if min(layers) > 0 else [])
 
 
-def method_runs(tasks) -> list[tuple[str, str, pathlib.Path, list[str]]]:
+def method_runs(tasks) -> list[tuple[str, str, pathlib.Path, list[str], str]]:
+    """(task, table name, workdir, options, fft method) of each run."""
     runs = []
     for task in tasks:
         if task in EPOCHS:  # Subset tasks get their own full fine-tuning baseline.
-            runs.append((task, "full", REPO / "runs" / "partitions" / task / "full", EPOCHS[task]))
-        for method, overrides in METHODS.items():
-            extra = critical_overrides(task) if method == "critical2" else []
-            runs.append((task, method, REPO / "runs" / "partitions" / task / method,
-                         [*overrides, *extra, *EPOCHS.get(task, [])]))
+            runs.append((task, "full", REPO / "runs" / "partitions" / task / "full", EPOCHS[task], "full"))
+        for name, (method, overrides) in METHODS.items():
+            extra = critical_overrides(task) if name == "critical2" else []
+            runs.append((task, name, REPO / "runs" / "partitions" / task / name,
+                         [*overrides, *extra, *EPOCHS.get(task, [])], method))
         if task in NO_CACHE:
             base, name = NO_CACHE[task]
-            overrides = [o for o in METHODS[base] if o not in CACHE] + EPOCHS.get(task, [])
-            runs.append((task, name, REPO / "runs" / "partitions" / task / name, overrides))
+            method, options = METHODS[base]
+            overrides = [o for o in options if o not in CACHE] + EPOCHS.get(task, [])
+            runs.append((task, name, REPO / "runs" / "partitions" / task / name, overrides, method))
     return runs
 
 
@@ -91,13 +94,13 @@ def fraction_runs() -> list[tuple[str, str, float, pathlib.Path, list[str]]]:
             for method in ("full", "bitfit"):
                 overrides = [f"--config.data.train_fraction={fraction}"]
                 if method == "bitfit":
-                    overrides += METHODS["bitfit"]
+                    overrides += METHODS["bitfit"][1]
                 workdir = REPO / "runs" / "fraction" / task / f"{method}_{int(100 * fraction)}"
                 runs.append((task, method, fraction, workdir, overrides))
     return runs
 
 
-def row(task: str, method: str, workdir: pathlib.Path, overrides: list[str]) -> dict | None:
+def row(task: str, method: str, workdir: pathlib.Path, overrides: list[str], fft_method: str = "full") -> dict | None:
     path = workdir / "final_metrics.json"
     if not path.exists():
         return None
@@ -118,8 +121,9 @@ def row(task: str, method: str, workdir: pathlib.Path, overrides: list[str]) -> 
         "cache_seconds": None if cache_s is None else round(cache_s, 1),
         "train_examples_per_sec": round(m["train_examples_per_sec"], 1),
         "epochs": round(m["epochs"], 2), "train_examples": m["train_examples"],
-        "feature_cache": m.get("feature_cache", False), "partition": m.get("partition", "full"),
-        "command": experiments.display_command(task, workdir, overrides),
+        "feature_cache": m.get("feature_cache", False),
+        "partition": m.get("method_description", m.get("partition", "full")),
+        "command": experiments.display_command(task, workdir, overrides, fft_method),
     }
 
 
@@ -160,7 +164,7 @@ def methods_table(tasks) -> None:
     rows = []
     for task in tasks:
         rows.append(full_row(task))
-        rows += [row(t, m, w, o) for t, m, w, o in method_runs([task]) if m != "full"]
+        rows += [row(t, n, w, o, m) for t, n, w, o, m in method_runs([task]) if n != "full"]
     rows = [r for r in rows if r]
     for r in rows:
         full = next((f for f in rows if f["task"] == r["task"] and f["method"] == "full"), None)
@@ -184,13 +188,13 @@ def fraction_table() -> None:
     rows = []
     for task in FRACTION_TASKS:
         for t, method, fraction, workdir, overrides in fraction_runs():
-            if t == task and (r := row(task, method, workdir, overrides)):
+            if t == task and (r := row(task, method, workdir, overrides, method)):
                 rows.append({"fraction": fraction, **r})
         for method, workdir, overrides in (
             ("full", REPO / "runs" / "full_ft" / task, []),
-            ("bitfit", REPO / "runs" / "partitions" / task / "bitfit", METHODS["bitfit"]),
+            ("bitfit", REPO / "runs" / "partitions" / task / "bitfit", METHODS["bitfit"][1]),
         ):
-            if r := row(task, method, workdir, overrides):
+            if r := row(task, method, workdir, overrides, method):
                 rows.append({"fraction": 1.0, **r})
     rows.sort(key=lambda r: (r["task"], r["method"], r["fraction"]))
     write(
@@ -240,17 +244,17 @@ def main() -> None:
         # SST-2 last: its critical:2 run reads the distances of the (long) SST-2 full run.
         first, last = [t for t in tasks if t != "sst2"], [t for t in tasks if t == "sst2"]
         if args.part in ("all", "methods"):
-            for task, method, workdir, overrides in method_runs(first):
-                if method in methods or method.endswith("_nocache"):
-                    experiments.run(task, workdir, overrides)
+            for task, name, workdir, overrides, method in method_runs(first):
+                if name in methods or name.endswith("_nocache"):
+                    experiments.run(task, workdir, overrides, method)
         if args.part in ("all", "fraction"):
-            for task, _, _, workdir, overrides in fraction_runs():
+            for task, method, _, workdir, overrides in fraction_runs():
                 if task in tasks:
-                    experiments.run(task, workdir, overrides)
+                    experiments.run(task, workdir, overrides, method)
         if args.part in ("all", "methods"):
-            for task, method, workdir, overrides in method_runs(last):
-                if method in methods or method == "full" or method.endswith("_nocache"):
-                    experiments.run(task, workdir, overrides)
+            for task, name, workdir, overrides, method in method_runs(last):
+                if name in methods or name == "full" or name.endswith("_nocache"):
+                    experiments.run(task, workdir, overrides, method)
     methods_table(tasks)
     fraction_table()
 

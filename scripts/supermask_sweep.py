@@ -92,7 +92,7 @@ def overrides(task: str, sparsity: float, score_lr: float, head_lr: float, head:
     if init != UNIFORM:
         kind, scale = _init_parts(init)
         extra += [f"--config.supermask.init={kind}", f"--config.supermask.init_scale={scale:g}"]
-    return ["--config.supermask.enabled=true", f"--config.supermask.initial_sparsity={sparsity}",
+    return [f"--config.supermask.initial_sparsity={sparsity}",
             f"--config.supermask.score_lr={score_lr}", f"--config.optim.lr={head_lr:g}", *extra,
             *EPOCHS.get(task, []), *([f"--config.num_epochs={epochs:g}"] if epochs else [])]
 
@@ -139,7 +139,7 @@ def table(runs) -> list[dict]:
         full = None
         if full_path.exists():
             full = experiments.primary_metric(task, json.loads(full_path.read_text())["eval"]["dev"])[1]
-        store = m["mask_store"]
+        store = m.get("export") or m["mask_store"]  # Runs from before methods were parts: mask_store.
         rows.append({
             "task": task, "initial_sparsity": sparsity, "score_lr": lr, "head_lr": head_lr,
             "head": head, "init": init, "metric": name,
@@ -152,7 +152,7 @@ def table(runs) -> list[dict]:
             "train_seconds": round(m["train_seconds"], 1), "epochs": round(m["epochs"], 2),
             "epochs_given": run.epochs,  # 0: the task's default epochs.
             "sparsity_per_tensor": store["sparsity"],
-            "command": experiments.display_command(task, workdir(*run), overrides(*run)),
+            "command": experiments.display_command(task, workdir(*run), overrides(*run), "supermask"),
         })
     return rows
 
@@ -245,7 +245,7 @@ def main() -> None:
     runs = parse_runs(args.runs) if args.runs else list(DEFAULT_RUNS)
     if not args.table_only:
         for run in runs:
-            experiments.run(run.task, workdir(*run), overrides(*run))
+            experiments.run(run.task, workdir(*run), overrides(*run), "supermask")
     write(table(list(DEFAULT_RUNS) + [r for r in runs if r not in DEFAULT_RUNS]))
 
 

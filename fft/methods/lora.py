@@ -11,10 +11,12 @@ model. The head trains in full, and so do the leaves ``train`` selects (PEFT's
 Trainable tree: ``{'lora': {<module path>: {'a': A, 'b': B}}, <head and extra leaves at their own
 paths>}``; the frozen tree holds every other leaf. The model code does not change; ``mode`` says
 how the update is applied:
-  side   (default) ``y = x W + (dropout(x) A) B * scale``: the Dense calls of the targets are
+  side   ``y = x W + (dropout(x) A) B * scale``: the Dense calls of the targets are
          intercepted (``flax.linen.intercept_methods``); no gradient of ``W`` is ever formed.
   merge  ``W + scale * A @ B`` is formed in ``assemble`` each step; the backward pass then forms
          the full ``dL/dW`` of each target before reducing it to ``A`` and ``B``. No dropout.
+  auto   (default) side for at most two targets per layer (query+value), merge for more, or side
+         whenever ``dropout`` > 0: the faster one as measured by ``benchmarks/methods_bench.py``.
 ``benchmarks/methods_bench.py`` measures the two. ``merge`` is the dense task model either way.
 The task is stored as A, B and the trained leaves only (``task_delta.safetensors``) and, for BERT,
 also as a Hugging Face PEFT folder (:mod:`fft.peft_io`).
@@ -51,7 +53,11 @@ TARGET_PRESETS = {
     ),
 }
 INITS = ("kaiming", "gaussian")
-MODES = ("side", "merge")
+MODES = ("auto", "side", "merge")
+# `auto` picks `side` up to this many targets per encoder layer, else `merge`: side is faster for
+# query+value (0.57x vs 0.62x of full fine-tuning's step), merge for all linear layers (0.86x vs
+# 1.09x), MiniLM seq 128 batch 32 on 2 CPU cores (benchmarks/methods_bench.py).
+AUTO_SIDE_MAX_PER_LAYER = 2
 
 OPTIONS = {
     "rank": 8,
@@ -59,7 +65,7 @@ OPTIONS = {
     "dropout": 0.0,  # Dropout on the LoRA input (side mode only).
     "targets": "query_value",  # 'query_value' | 'all_linear' | ';'-separated module-path regexes.
     "init": "kaiming",  # A's init: 'kaiming' (uniform, bound 1/sqrt(in)) or 'gaussian' (std 1/r).
-    "mode": "side",  # 'side' (x A B beside x W) or 'merge' (W + A B each step).
+    "mode": "auto",  # 'side' (x A B beside x W), 'merge' (W + A B each step) or 'auto'.
     "train": "",  # ';'-separated regexes of extra leaves that train in full, e.g. 'pooler/.*'.
     "head_lr": 0.0,  # Peak learning rate of the head and extra leaves; 0 uses optim.lr.
 }
@@ -194,6 +200,13 @@ def side_interceptor(factors: Mapping[str, Mapping[str, Any]], scale: float, dro
     return interceptor
 
 
+def _per_layer(model, regexes) -> int:
+    """How many of a BERT layer's six Dense layers the target rules select (layer 0's count)."""
+    names = ("attention/query", "attention/key", "attention/value", "attention/output/dense",
+             "intermediate/dense", "output/dense")
+    return sum(any(re.fullmatch(r, f"encoder/layer_0/{n}") for r in regexes) for n in names)
+
+
 def create(options: ml_collections.ConfigDict, config: ml_collections.ConfigDict, model) -> base.Method:
     rank, alpha = int(options.rank), float(options.alpha)
     if rank < 1:
@@ -211,7 +224,10 @@ def create(options: ml_collections.ConfigDict, config: ml_collections.ConfigDict
     scale = alpha / rank
     head = base.head_regex(model)
     num = base.num_layers(model)
-    side = options.mode == "side"
+    mode = options.mode
+    if mode == "auto":
+        mode = "side" if options.dropout or _per_layer(model, regexes) <= AUTO_SIDE_MAX_PER_LAYER else "merge"
+    side = mode == "side"
     run_model = SideModel(model, scale, options.dropout) if side else model
 
     def trains(path: str) -> bool:
@@ -228,7 +244,7 @@ def create(options: ml_collections.ConfigDict, config: ml_collections.ConfigDict
         )
         logging.info(
             "LoRA r=%d alpha=%g (scale %g) on %d Dense layers (%d factor entries), %s mode; full: %s",
-            rank, alpha, scale, len(targets), partition.count_params(factors), options.mode,
+            rank, alpha, scale, len(targets), partition.count_params(factors), mode,
             sorted(tree_paths.flatten(trained)),
         )
         return {LORA: factors, **trained}, frozen
@@ -265,7 +281,7 @@ def create(options: ml_collections.ConfigDict, config: ml_collections.ConfigDict
     return base.Method(
         name="lora", model=run_model, init=init, assemble=assemble, optimizer=optimizer,
         export=export, import_task=import_task, cache_start=cache_start, merge=merge,
-        description=f"lora r={rank} alpha={alpha:g} targets={options.targets} mode={options.mode}",
+        description=f"lora r={rank} alpha={alpha:g} targets={options.targets} mode={mode}",
     )
 
 
