@@ -38,6 +38,18 @@ the default rule lists end with a catch-all ``other`` rule, so they never raise 
 appears for leaves that are not BERT/DistilBERT parameters). Groups come in model order (see
 :func:`group_sort_key`), then ``'total'``; ``jax.jit`` sorts dict keys and :func:`sort_groups`
 undoes that.
+
+New leaves: the fine-tuned tree may hold leaves the pretrained tree lacks when their paths fully
+match the ``new`` regex (default :data:`NEW_LEAVES`: any path with an ``adapter`` component, the
+bottleneck adapters of ``fft.models``; ``new=None`` demands identical structure). Shared leaves
+are measured exactly as without them. New leaves have no reference: :func:`per_leaf` gives each
+its own row and :func:`grouped` puts them into groups ``'new/<group>'`` (the rules' group name with
+the prefix :data:`NEW_PREFIX`, e.g. ``new/layer_3``), ordered after the shared groups. In those rows
+``norm_finetuned`` is the L2 norm of the new leaves and every other measure is NaN; they never
+enter ``'total'``, which covers the shared leaves only. :func:`leaf_stats` reports a new leaf
+against an all-zero reference (``ft_l1``, ``ft_sq`` and ``size`` are its norms and entry count).
+Leaves present only in the pretrained tree, and extra leaves that do not match ``new``, still
+raise :class:`TreeMismatchError`.
 """
 
 from __future__ import annotations
@@ -82,6 +94,9 @@ DEFAULT_SUBLAYER_GROUPS: Rules = (
 )
 DEFAULT_GROUPS = DEFAULT_LAYER_GROUPS
 _BACKREF = r"\\\d+|\\g<\w+>"
+# Paths of leaves that may exist only in the fine-tuned tree: an `adapter` module's parameters.
+NEW_LEAVES = r"(?:.+/)?adapter/.+"
+NEW_PREFIX = "new/"  # Group names of new leaves: NEW_PREFIX + the rules' group name.
 
 
 class TreeMismatchError(ValueError):
@@ -127,20 +142,23 @@ def _spec(x: Any) -> str | None:
     return f"shape {tuple(np.shape(x))} dtype {np.dtype(dtype).name}"
 
 
-def check_same_structure(a: chex.ArrayTree, b: chex.ArrayTree) -> None:
+def check_same_structure(a: chex.ArrayTree, b: chex.ArrayTree, new: str | None = None) -> None:
     """Checks that two trees have the same paths, shapes and dtypes (reads shapes only).
 
     Args:
       a: the pretrained tree.
       b: the fine-tuned tree.
+      new: optional regex; leaves of ``b`` absent from ``a`` whose paths fully match it are
+        allowed (e.g. :data:`NEW_LEAVES`). None: none are.
 
     Raises:
       TreeMismatchError: naming the first differing path (natural path order) and both sides.
     """
     fa, fb = flatten(a), flatten(b)
+    is_new = re.compile(new).fullmatch if new is not None else lambda _: False
     for path in sorted(fa.keys() | fb.keys(), key=tree_paths.natural_key):
         sa, sb = _spec(fa.get(path)), _spec(fb.get(path))
-        if sa == sb:
+        if sa == sb or (sa is None and is_new(path)):
             continue
         if sa is None or sb is None:
             what = "leaf missing from finetuned" if sb is None else "extra leaf in finetuned"
@@ -165,9 +183,11 @@ def _merge(xs: Sequence[jax.Array], ys: Sequence[jax.Array]) -> tuple[jax.Array,
     )
 
 
-def _one_leaf(pre: jax.Array, ft: jax.Array, tol: Tol) -> Stats:
-    """Statistics of one leaf of any shape, in one pass, accumulated in float32."""
-    p, f = jnp.asarray(pre).astype(jnp.float32), jnp.asarray(ft).astype(jnp.float32)
+def _one_leaf(pre: jax.Array | None, ft: jax.Array, tol: Tol) -> Stats:
+    """Statistics of one leaf of any shape, in one pass, accumulated in float32 (``pre`` None: a
+    new leaf, measured against zeros)."""
+    f = jnp.asarray(ft).astype(jnp.float32)
+    p = jnp.zeros_like(f) if pre is None else jnp.asarray(pre).astype(jnp.float32)
     if p.ndim == 0:
         p, f = p[None], f[None]
     d = f - p
@@ -182,17 +202,23 @@ def _one_leaf(pre: jax.Array, ft: jax.Array, tol: Tol) -> Stats:
 
 @functools.partial(jax.jit, static_argnums=2)
 def _stacked_stats(pre: Sequence[Any], ft: Sequence[Any], tol: Tol) -> Stats:
-    """Statistics of paired leaves, stacked: every field has shape [num_leaves]."""
+    """Statistics of paired leaves, stacked: every field has shape [num_leaves] (a None in
+    ``pre`` marks a new leaf)."""
     per_leaf = [_one_leaf(p, f, tol) for p, f in zip(pre, ft)]
     return Stats(*(jnp.stack(field) for field in zip(*per_leaf)))
 
 
-def _stats_of(pre: chex.ArrayTree, ft: chex.ArrayTree, tol: Tol | float) -> tuple[list[str], Stats]:
-    check_same_structure(pre, ft)
+def _stats_of(
+    pre: chex.ArrayTree, ft: chex.ArrayTree, tol: Tol | float, new: str | None
+) -> tuple[list[str], frozenset[str], Stats]:
+    """(paths of ``ft`` in natural order, the new ones among them, stacked statistics)."""
+    check_same_structure(pre, ft, new)
     fp, ff = flatten(pre), flatten(ft)
     if not fp:
         raise ValueError("the trees have no leaves")
-    return list(fp), _stacked_stats(tuple(fp.values()), tuple(ff.values()), _as_tol(tol))
+    paired = tuple(fp.get(p) for p in ff)  # None for a new leaf
+    stacked = _stacked_stats(paired, tuple(ff.values()), _as_tol(tol))
+    return list(ff), frozenset(ff.keys() - fp.keys()), stacked
 
 
 def _unstack(columns: Mapping[str, jax.Array], names: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -209,21 +235,28 @@ def _unstack(columns: Mapping[str, jax.Array], names: Sequence[str]) -> dict[str
     return {n: {k: pick(v, i) for k, v in columns.items()} for i, n in enumerate(names)}
 
 
-def leaf_stats(pre: chex.ArrayTree, ft: chex.ArrayTree, tol: Tol | float = 0.0) -> dict[str, Stats]:
+def leaf_stats(
+    pre: chex.ArrayTree,
+    ft: chex.ArrayTree,
+    tol: Tol | float = 0.0,
+    new: str | None = NEW_LEAVES,
+) -> dict[str, Stats]:
     """Per-leaf sufficient statistics (jit-able; the structure check reads shapes only).
 
     Args:
       pre: pretrained tree; leaves of any shape and float dtype.
-      ft: fine-tuned tree with the same paths, shapes and dtypes.
+      ft: fine-tuned tree with the same paths, shapes and dtypes, plus any new leaves.
       tol: change tolerance, a :class:`Tol` or a float taken as ``atol``.
+      new: regex of the paths of leaves ``ft`` may have and ``pre`` lacks (see the module doc);
+        such a leaf is measured against an all-zero reference.
 
     Returns:
       ``{path: Stats}`` in natural path order; scalar fields (NumPy when called eagerly).
 
     Raises:
-      TreeMismatchError: if the trees differ in structure.
+      TreeMismatchError: if the trees differ in structure (beyond new leaves).
     """
-    paths, stacked = _stats_of(pre, ft, tol)
+    paths, _, stacked = _stats_of(pre, ft, tol, new)
     rows = _unstack(stacked._asdict(), paths)
     return {p: Stats(**row) for p, row in rows.items()}
 
@@ -274,39 +307,66 @@ def measures(s: Stats) -> dict[str, jax.Array]:
     return {k: jnp.asarray(v, jnp.float32) for k, v in out.items()}
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _columns(stacked: Stats, ids: tuple[int, ...], num: int) -> dict[str, jax.Array]:
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _columns(
+    stacked: Stats, ids: tuple[int, ...], num: int, new_groups: frozenset[int] = frozenset()
+) -> dict[str, jax.Array]:
     """Measures of ``num`` segments of leaves (leaf i in segment ``ids[i]``), then of the total:
-    every column has shape [num + 1]. Segments take the max of linf and sum the other fields."""
-    idx = jnp.asarray((*ids, *[num] * len(ids)), jnp.int32)
+    every column has shape [num + 1]. Segments take the max of linf and sum the other fields.
+
+    Segments in ``new_groups`` hold new leaves: they stay out of the total, and every measure but
+    ``norm_finetuned`` is NaN for them."""
+    to_total = [num + 1 if i in new_groups else num for i in ids]  # num + 1: dropped below
+    idx = jnp.asarray((*ids, *to_total), jnp.int32)
     both = Stats(*(jnp.concatenate([x, x]) for x in stacked))  # each leaf also feeds the total
     ops = {f: jax.ops.segment_max if f == "linf" else jax.ops.segment_sum for f in Stats._fields}
-    return measures(Stats(*(ops[f](x, idx, num + 1) for f, x in zip(Stats._fields, both))))
+    sums = Stats(*(ops[f](x, idx, num + 2)[: num + 1] for f, x in zip(Stats._fields, both)))
+    out = measures(sums)
+    if not new_groups:
+        return out
+    no_reference = np.isin(np.arange(num + 1), sorted(new_groups))
+    nan = jnp.asarray(jnp.nan, jnp.float32)
+    keep = ("norm_finetuned",)
+    return {k: v if k in keep else jnp.where(no_reference, nan, v) for k, v in out.items()}
 
 
-def _table(stacked: Stats, paths: Sequence[str], groups: Mapping[str, Sequence[str]]) -> Table:
+def _table(
+    stacked: Stats,
+    paths: Sequence[str],
+    groups: Mapping[str, Sequence[str]],
+    new_groups: Iterable[str] = (),
+) -> Table:
     index = {p: i for i, members in enumerate(groups.values()) for p in members}
-    columns = _columns(stacked, tuple(index[p] for p in paths), len(groups))
+    new_groups = set(new_groups)
+    new_ids = frozenset(i for i, g in enumerate(groups) if g in new_groups)
+    columns = _columns(stacked, tuple(index[p] for p in paths), len(groups), new_ids)
     return _unstack({m: columns[m] for m in MEASURES}, [*groups, TOTAL])
 
 
-def per_leaf(pre: chex.ArrayTree, ft: chex.ArrayTree, tol: Tol | float = 0.0) -> Table:
+def per_leaf(
+    pre: chex.ArrayTree,
+    ft: chex.ArrayTree,
+    tol: Tol | float = 0.0,
+    new: str | None = NEW_LEAVES,
+) -> Table:
     """All measures for every leaf and for the whole tree (jit-able).
 
     Args:
       pre: pretrained tree.
-      ft: fine-tuned tree of the same structure.
+      ft: fine-tuned tree of the same structure, plus any new leaves.
       tol: change tolerance for ``frac_changed``.
+      new: regex of the paths of leaves ``ft`` may have and ``pre`` lacks (see the module doc).
 
     Returns:
-      ``{path: {measure: scalar}}`` in natural path order, then ``'total'``; NumPy float32 scalars
-      fetched in one transfer when called eagerly, traced scalars under jit.
+      ``{path: {measure: scalar}}`` in natural path order, then ``'total'`` (over the shared
+      leaves); NumPy float32 scalars fetched in one transfer when called eagerly, traced scalars
+      under jit. A new leaf's row has its L2 norm as ``norm_finetuned``, NaN elsewhere.
 
     Raises:
-      TreeMismatchError: if the trees differ in structure.
+      TreeMismatchError: if the trees differ in structure (beyond new leaves).
     """
-    paths, stacked = _stats_of(pre, ft, tol)
-    return _table(stacked, paths, {p: [p] for p in paths})
+    paths, new_paths, stacked = _stats_of(pre, ft, tol, new)
+    return _table(stacked, paths, {p: [p] for p in paths}, new_paths)
 
 
 def _template_regex(template: str) -> re.Pattern[str]:
@@ -319,10 +379,14 @@ def group_sort_key(name: str, rules: Rules) -> tuple[int, tuple[int, ...], int, 
     Groups follow the first rule that can produce their name. Rules whose names share the text
     before the first backreference (``layer_\\1/attention``, ``layer_\\1/ffn``) form one family,
     ordered by the numbers in the name, then by rule. E.g. embeddings, layer_0, layer_1, ...,
-    layer_10, pooler, head, other; names no rule can produce, then ``'total'``, come last.
+    layer_10, pooler, head, other; names no rule can produce, then the groups of new leaves
+    (``new/embeddings``, ``new/layer_0``, ..., in the same order), then ``'total'`` come last.
     """
     if name == TOTAL:
-        return (len(rules) + 1, (), 0, "")
+        return (len(rules) + 2, (), 0, "")
+    if name.startswith(NEW_PREFIX):  # New leaves' groups: after the shared ones, in their order.
+        family, numbers, idx, _ = group_sort_key(name.removeprefix(NEW_PREFIX), rules)
+        return (len(rules) + 1, (family, *numbers), idx, name)
     idx = next((i for i, (_, t) in enumerate(rules) if _template_regex(t).fullmatch(name)), None)
     if idx is None:
         return (len(rules), (), 0, name)
@@ -360,39 +424,55 @@ def assign_groups(paths: Iterable[str], rules: Rules = DEFAULT_GROUPS) -> dict[s
 
 
 def grouped(
-    pre: chex.ArrayTree, ft: chex.ArrayTree, rules: Rules = DEFAULT_GROUPS, tol: Tol | float = 0.0
+    pre: chex.ArrayTree,
+    ft: chex.ArrayTree,
+    rules: Rules = DEFAULT_GROUPS,
+    tol: Tol | float = 0.0,
+    new: str | None = NEW_LEAVES,
 ) -> Table:
     """All measures per group of leaves and for the whole tree.
 
     Args:
       pre: pretrained tree.
-      ft: fine-tuned tree of the same structure.
+      ft: fine-tuned tree of the same structure, plus any new leaves.
       rules: ordered ``(regex, group name)`` rules, e.g. ``DEFAULT_SUBLAYER_GROUPS``.
       tol: change tolerance for ``frac_changed``.
+      new: regex of the paths of leaves ``ft`` may have and ``pre`` lacks (see the module doc).
 
     Returns:
-      ``{group: {measure: scalar}}`` in model order, then ``'total'`` (under an outer ``jax.jit``
-      the key order becomes sorted; see :func:`sort_groups`).
+      ``{group: {measure: scalar}}`` in model order, then the groups of new leaves
+      (``'new/<group>'``: ``norm_finetuned`` is their L2 norm, every other measure NaN), then
+      ``'total'`` over the shared leaves (under an outer ``jax.jit`` the key order becomes
+      sorted; see :func:`sort_groups`).
 
     Raises:
-      TreeMismatchError: if the trees differ in structure.
+      TreeMismatchError: if the trees differ in structure (beyond new leaves).
       ValueError: if a leaf matches no rule.
     """
-    paths, stacked = _stats_of(pre, ft, tol)
-    return _table(stacked, paths, assign_groups(paths, rules))
+    paths, new_paths, stacked = _stats_of(pre, ft, tol, new)
+    groups = assign_groups([p for p in paths if p not in new_paths], rules)
+    if new_paths:
+        fresh = assign_groups([p for p in paths if p in new_paths], rules)
+        fresh = {NEW_PREFIX + name: members for name, members in fresh.items()}
+        clash = sorted(groups.keys() & fresh.keys())
+        if clash:
+            raise ValueError(f"groups {clash} hold both shared and new leaves; rename the rules")
+        groups = sort_groups({**groups, **fresh}, rules)
+        return _table(stacked, paths, groups, fresh)
+    return _table(stacked, paths, groups)
 
 
 def make_distance_fn(
-    rules: Rules = DEFAULT_GROUPS, tol: Tol | float = 0.0
+    rules: Rules = DEFAULT_GROUPS, tol: Tol | float = 0.0, new: str | None = NEW_LEAVES
 ) -> Callable[[chex.ArrayTree, chex.ArrayTree], Table]:
     """Returns one jitted ``fn(pre, ft) -> {group: {measure: scalar}}`` for eval-cadence reports.
 
     ``fn`` logs nothing and moves nothing to the host; it compiles once per tree structure and
     accepts sharded inputs. Its result has JAX's sorted key order: ``sort_groups(table, rules)``
-    gives model order.
+    gives model order. ``new`` is as in :func:`grouped`.
     """
     rules, tol = tuple(rules), _as_tol(tol)
-    return jax.jit(lambda pre, ft: grouped(pre, ft, rules, tol))
+    return jax.jit(lambda pre, ft: grouped(pre, ft, rules, tol, new))
 
 
 def global_l2(pre: optax.Params, ft: optax.Params) -> jax.Array:

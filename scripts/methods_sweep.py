@@ -145,12 +145,14 @@ def write(rows: list[dict]) -> None:
             ("dev_vs_full", "dev - full"), ("trainable_params", "trainable params"),
             ("stored_bytes", "stored bytes"), ("train_seconds", "train s"), ("source", "source")]
     lines = [
-        "Methods side by side: dev score (%) of the packaged MiniLM, one seed (0), learning rates "
+        (
+            "Methods side by side: dev score (%) of the packaged MiniLM, one seed (0), learning rates "
         "from the literature, no tuning (see scripts/methods_sweep.py). SST-2: 1 epoch on a fixed "
         "20% subset; other tasks 3 epochs. '—' = did not run. Rows from results/partitions.json "
         "and results/supermask.json are those runs (length-bucketed batches, machine shared with "
         "other runs, so train s is indicative; clean ratios: results/bench_methods.json). "
-        "Regenerate: `python scripts/methods_sweep.py`.",
+            "Regenerate: `python scripts/methods_sweep.py`."
+        ),
         "",
         "| " + " | ".join(t for _, t in cols) + " |",
         "|" + "---|" * len(cols),

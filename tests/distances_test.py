@@ -382,6 +382,116 @@ class JitAndShardingTest(absltest.TestCase):
                 np.testing.assert_allclose(table[group][measure], value, rtol=1e-5, atol=1e-7)
 
 
+def adapter_leaves(num_layers, seed=9, size=3, hidden=4):
+    """Adapter leaves (both sites) as a fine-tuned adapter model has them, absent before."""
+    rng = np.random.default_rng(seed)
+    shapes = {"down/kernel": (hidden, size), "down/bias": (size,), "up/kernel": (size, hidden)}
+    shapes["up/bias"] = (hidden,)
+    blocks = ("attention/output", "output")
+    return {
+        f"encoder/layer_{i}/{b}/adapter/{k}": rng.normal(size=s).astype(np.float32)
+        for i in range(num_layers)
+        for b in blocks
+        for k, s in shapes.items()
+    }
+
+
+class NewLeavesTest(parameterized.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.pre, self.ft = random_pair(bert_paths(2), seed=6, shape=(3, 4))
+        self.new = adapter_leaves(2)
+        self.ft_new = {**self.ft, **self.new}
+
+    def assert_same_rows(self, got, want):
+        for group, row in want.items():
+            for measure, value in row.items():
+                np.testing.assert_array_equal(got[group][measure], value, err_msg=group)
+
+    @parameterized.named_parameters(
+        ("layers", distances.DEFAULT_LAYER_GROUPS, ["new/layer_0", "new/layer_1"]),
+        (
+            "sublayers",
+            distances.DEFAULT_SUBLAYER_GROUPS,
+            [f"new/layer_{i}/{h}" for i in range(2) for h in ("attention", "ffn")],
+        ),
+    )
+    def test_grouped_reports_new_groups_apart(self, rules, new_groups):
+        table = distances.grouped(self.pre, self.ft_new, rules)
+        plain = distances.grouped(self.pre, self.ft, rules)
+        self.assertEqual(list(table), [*list(plain)[:-1], *new_groups, distances.TOTAL])
+        self.assert_same_rows(table, plain)  # shared groups and the total are unchanged
+        members = distances.assign_groups(self.new, rules)
+        for group in new_groups:
+            leaves = [self.new[p] for p in members[group.removeprefix(distances.NEW_PREFIX)]]
+            norm = np.sqrt(sum(np.sum(np.square(x, dtype=np.float64)) for x in leaves))
+            row = table[group]
+            self.assertEqual(list(row), list(distances.MEASURES))
+            np.testing.assert_allclose(row["norm_finetuned"], norm, rtol=1e-6)
+            for measure in distances.MEASURES:
+                if measure != "norm_finetuned":
+                    self.assertTrue(np.isnan(row[measure]), msg=(group, measure))
+
+    def test_per_leaf_and_leaf_stats(self):
+        table = distances.per_leaf(self.pre, self.ft_new)
+        plain = distances.per_leaf(self.pre, self.ft)
+        self.assertEqual(set(table), set(plain) | set(self.new))
+        self.assertEqual(list(table)[-1], distances.TOTAL)
+        self.assert_same_rows(table, plain)
+        path = "encoder/layer_1/output/adapter/up/kernel"
+        order = list(table)  # natural path order: the adapter after its layer's attention
+        self.assertLess(order.index("encoder/layer_1/attention/query/kernel"), order.index(path))
+        np.testing.assert_allclose(
+            table[path]["norm_finetuned"], np.linalg.norm(self.new[path]), rtol=1e-6
+        )
+        self.assertTrue(np.isnan(table[path]["l2"]))
+        stats = distances.leaf_stats(self.pre, self.ft_new)[path]
+        self.assertEqual(int(stats.size), self.new[path].size)
+        np.testing.assert_allclose(stats.ft_sq, np.sum(self.new[path] ** 2), rtol=1e-6)
+        self.assertEqual(float(stats.pre_sq), 0.0)
+
+    def test_jitted_fn_ranking_and_json(self):
+        fn = distances.make_distance_fn(distances.DEFAULT_SUBLAYER_GROUPS)
+        jitted = fn(self.pre, self.ft_new)
+        want = distances.grouped(self.pre, self.ft_new, distances.DEFAULT_SUBLAYER_GROUPS)
+        ordered = distances.sort_groups(jitted, distances.DEFAULT_SUBLAYER_GROUPS)
+        self.assertEqual(list(ordered), list(want))
+        for group, row in want.items():
+            for measure, value in row.items():
+                np.testing.assert_allclose(ordered[group][measure], value, rtol=1e-6)
+        ranking = distances.rank_layers(want)
+        self.assertTrue(all(r["group"].startswith("new/") for r in ranking[-4:]))  # NaN last
+        self.assertEqual(distances.critical_layers(ranking, 1, r"layer_\d+/\w+")[0][:6], "layer_")
+        json.dumps(distances.to_jsonable(want), allow_nan=False)
+
+    def test_new_groups_in_natural_order(self):
+        names = ["new/layer_10", "total", "new/layer_2", "head", "new/embeddings", "layer_3"]
+        ordered = sorted(names, key=lambda n: distances.group_sort_key(n, distances.DEFAULT_GROUPS))
+        want = ["layer_3", "head", "new/embeddings", "new/layer_2", "new/layer_10", "total"]
+        self.assertEqual(ordered, want)
+
+    def test_strict_and_missing(self):
+        path = "encoder/layer_0/attention/output/adapter/down/bias"
+        with self.assertRaisesRegex(distances.TreeMismatchError, "extra leaf") as cm:
+            distances.grouped(self.pre, self.ft_new, new=None)
+        self.assertEqual(cm.exception.path, path)
+        with self.assertRaisesRegex(distances.TreeMismatchError, "extra leaf") as cm:
+            distances.check_same_structure(self.pre, self.ft_new)
+        distances.check_same_structure(self.pre, self.ft_new, new=distances.NEW_LEAVES)
+        # A leaf only in the pretrained tree still fails, naming it.
+        missing = {k: v for k, v in self.ft_new.items() if k != "encoder/layer_1/output/dense/bias"}
+        for fn in (distances.grouped, distances.per_leaf, distances.leaf_stats):
+            with self.assertRaisesRegex(distances.TreeMismatchError, "missing") as cm:
+                fn(self.pre, missing)
+            self.assertEqual(cm.exception.path, "encoder/layer_1/output/dense/bias")
+        # Extra leaves outside `new` still fail; a wider `new` accepts them.
+        extra = {**self.ft, "encoder/layer_0/lora/a": np.zeros(2, np.float32)}
+        with self.assertRaisesRegex(distances.TreeMismatchError, "extra leaf.*lora"):
+            distances.grouped(self.pre, extra)
+        table = distances.grouped(self.pre, extra, new=r".*/lora/.*")
+        self.assertIn("new/layer_0", table)
+
+
 TABLE = {
     "embeddings": {"rel_l1": 0.1, "angle": 0.01},
     "layer_0": {"rel_l1": 0.3, "angle": 0.02},

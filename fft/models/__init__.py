@@ -2,9 +2,12 @@
 
 `MODEL_TYPES` maps a Hugging Face `config.json` `model_type` to what `fft` needs to build the model and
 to read its checkpoints; `create_model` builds a classifier from a registry key. Load weights with
-`fft.models.loading` (`load_pretrained`, then `init_params`).
+`fft.models.loading` (`load_pretrained`, then `init_params`). `with_adapters` adds bottleneck
+adapters (`bert.AdapterSpec`) to a model; `init_params` initialises them when the pretrained tree
+lacks them.
 """
 
+import dataclasses
 import types
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -78,3 +81,25 @@ def create_model(
     if num_labels < 1:
         raise ValueError(f"num_labels must be >= 1, got {num_labels}.")
     return entry.classifier_class(model_config, num_labels, dtype)
+
+
+def with_adapters(model: nn.Module, spec: bert.AdapterSpec | None) -> nn.Module:
+    """The same classifier with bottleneck adapters `spec` in every encoder layer (None: without).
+
+    Parameter paths gain `encoder/layer_{i}/attention/output/adapter/{down,up}/{kernel,bias}`
+    (site 'attention') and `encoder/layer_{i}/output/adapter/...` (site 'ffn'); all others stay.
+    Adapters start as the identity (zero `up`), so at init the logits equal the model's without.
+
+    Raises:
+      TypeError: `spec` is not a `bert.AdapterSpec` (or None), or the model has no config with an
+        `adapter` field.
+      ValueError: `spec.size` exceeds the model's hidden_size.
+    """
+    config = getattr(model, "config", None)
+    fields = (
+        {f.name for f in dataclasses.fields(config)} if dataclasses.is_dataclass(config) else ()
+    )
+    if "adapter" not in fields:
+        raise TypeError(f"{type(model).__name__} has no config with an `adapter` field.")
+    bert.check_adapter(spec, config.hidden_size)
+    return model.clone(config=dataclasses.replace(config, adapter=spec))

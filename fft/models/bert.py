@@ -53,6 +53,91 @@ def check_activation(name: str) -> None:
         raise ValueError(f"Unsupported activation {name!r}; supported: {sorted(ACTIVATIONS)}.")
 
 
+# Where adapters can sit: the attention output block and the FFN output block of every layer.
+ADAPTER_SITES = ("attention", "ffn")
+ADAPTER_INIT_STD = 0.02  # N(0, 0.02) down-projection kernel; the other adapter leaves start at 0.
+
+
+@dataclasses.dataclass(frozen=True)
+class AdapterSpec:
+    """Bottleneck adapters in every encoder layer (Houlsby et al. 2019; Pfeiffer et al. 2020).
+
+    Each adapter maps y to y + up(act(down(y))) right after the dense projection (and its dropout)
+    of an output block, before the residual add and the layer norm. `up` starts at zero, so a
+    freshly initialised adapter is the identity.
+
+    Attributes:
+      size: bottleneck width (1 <= size <= the model's hidden size).
+      sites: where adapters sit: 'attention' (`encoder/layer_{i}/attention/output/adapter`) and/or
+        'ffn' (`encoder/layer_{i}/output/adapter`). Houlsby: both (the default); Pfeiffer: ('ffn',).
+      activation: a key of `ACTIVATIONS`, applied in the bottleneck.
+    """
+
+    size: int
+    sites: tuple[str, ...] = ADAPTER_SITES
+    activation: str = "relu"
+
+    def __post_init__(self):
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
+            raise ValueError(f"AdapterSpec.size must be an int >= 1, got {self.size!r}.")
+        sites = (self.sites,) if isinstance(self.sites, str) else tuple(self.sites)
+        unknown = [s for s in sites if s not in ADAPTER_SITES]
+        if not sites or unknown or len(set(sites)) != len(sites):
+            raise ValueError(
+                f"AdapterSpec.sites must be a non-empty subset of {ADAPTER_SITES} without "
+                f"repeats, got {self.sites!r}."
+            )
+        object.__setattr__(self, "sites", sites)
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"AdapterSpec.activation {self.activation!r} is not supported; "
+                f"supported: {sorted(ACTIVATIONS)}."
+            )
+
+
+def check_adapter(adapter: "AdapterSpec | None", hidden_size: int) -> None:
+    """Raises TypeError/ValueError unless `adapter` is None or an `AdapterSpec` that fits."""
+    if adapter is None:
+        return
+    if not isinstance(adapter, AdapterSpec):
+        raise TypeError(f"adapter must be an AdapterSpec or None, got {type(adapter).__name__}.")
+    if adapter.size > hidden_size:
+        raise ValueError(
+            f"AdapterSpec.size {adapter.size} exceeds the model's hidden_size {hidden_size}."
+        )
+
+
+def adapter_apply(params: Mapping[str, Any], y: jax.Array, activation: str = "relu") -> jax.Array:
+    """The adapter's math: y + up(act(down(y))), in y's dtype (parameters are cast to it).
+
+    Args:
+      params: {'down': {'kernel': [hidden, size], 'bias': [size]},
+               'up': {'kernel': [size, hidden], 'bias': [hidden]}}; or per-example weights with
+        a leading batch axis ([batch, hidden, size], [batch, size], ...), where example b's
+        weights act on y[b].
+      y: [batch, ..., hidden].
+      activation: a key of `ACTIVATIONS`.
+
+    Returns:
+      Array of y's shape and dtype.
+    """
+    act = ACTIVATIONS[activation]
+
+    def project(x: jax.Array, p: Mapping[str, Any]) -> jax.Array:
+        kernel, bias = jnp.asarray(p["kernel"], y.dtype), jnp.asarray(p["bias"], y.dtype)
+        if kernel.ndim == 2:
+            return jnp.matmul(x, kernel) + bias
+        if kernel.ndim != 3 or bias.ndim != 2:
+            raise ValueError(
+                f"adapter kernel {kernel.shape} / bias {bias.shape}: expected [in, out] / [out] "
+                "or per-example [batch, in, out] / [batch, out]."
+            )
+        out = jnp.einsum("b...i,bio->b...o", x, kernel)
+        return out + bias.reshape(bias.shape[0], *[1] * (x.ndim - 2), bias.shape[1])
+
+    return y + project(act(project(y, params["down"])), params["up"])
+
+
 @dataclasses.dataclass(frozen=True)
 class EncoderSpec:
     """What `Encoder` needs from a model config; BERT and DistilBERT both build one."""
@@ -66,6 +151,11 @@ class EncoderSpec:
     layer_norm_eps: float
     # DistilBERT has no dropout after the attention output projection.
     attention_output_dropout: bool = True
+    adapter: AdapterSpec | None = None  # None: no adapters (the plain model).
+
+    def adapter_at(self, site: str) -> AdapterSpec | None:
+        """The adapter of `site` ('attention' or 'ffn'), or None where there is none."""
+        return self.adapter if self.adapter is not None and site in self.adapter.sites else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +175,7 @@ class BertConfig:
     hidden_act: str = "gelu"
     pad_token_id: int = 0
     classifier_dropout: float | None = None  # None: use hidden_dropout, as HF does.
+    adapter: AdapterSpec | None = None  # Bottleneck adapters (see `AdapterSpec`); None: none.
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
@@ -92,6 +183,7 @@ class BertConfig:
                 f"hidden_size {self.hidden_size} is not a multiple of {self.num_heads} heads."
             )
         check_activation(self.hidden_act)
+        check_adapter(self.adapter, self.hidden_size)
 
     @classmethod
     def from_hf_dict(cls, d: Mapping[str, Any]) -> "BertConfig":
@@ -128,6 +220,7 @@ class BertConfig:
             hidden_dropout=self.hidden_dropout,
             attention_dropout=self.attention_dropout,
             layer_norm_eps=self.layer_norm_eps,
+            adapter=self.adapter,
         )
 
 
@@ -225,18 +318,60 @@ def first_tokens(hidden: jax.Array, packing: Packing | None) -> jax.Array:
     return hidden[:, 0] if packing is None else packing.first_tokens(hidden)
 
 
+class _Projection(nn.Module):
+    """Declares a Dense layer's float32 `kernel` [features_in, features] and `bias` [features]."""
+
+    features_in: int
+    features: int
+    kernel_std: float  # 0: a zero kernel.
+
+    @nn.compact
+    def __call__(self) -> dict[str, jax.Array]:
+        std = self.kernel_std
+        kernel_init = nn.initializers.normal(std) if std else nn.initializers.zeros_init()
+        shape = (self.features_in, self.features)
+        return {
+            "kernel": self.param("kernel", kernel_init, shape, jnp.float32),
+            "bias": self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32),
+        }
+
+
+class Adapter(nn.Module):
+    """Bottleneck adapter `down` -> activation -> `up`, plus the identity (`adapter_apply`).
+
+    Initialised near the identity: `down` kernel N(0, ADAPTER_INIT_STD), every other leaf 0, so
+    y + up(...) == y exactly until `up` is trained."""
+
+    spec: AdapterSpec
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, y: jax.Array) -> jax.Array:
+        """Maps [batch, seq, hidden] to the same shape, computed in `dtype`."""
+        hidden, size = y.shape[-1], self.spec.size
+        params = {
+            "down": _Projection(hidden, size, ADAPTER_INIT_STD, name="down")(),
+            "up": _Projection(size, hidden, 0.0, name="up")(),
+        }
+        return adapter_apply(params, y.astype(self.dtype), self.spec.activation)
+
+
 class ResidualOutput(nn.Module):
-    """`dense` -> dropout -> add the residual -> `layer_norm` (float32); HF's *Output blocks."""
+    """`dense` -> dropout -> [`adapter`] -> add the residual -> `layer_norm` (float32); HF's
+    *Output blocks, with an optional bottleneck adapter before the residual add."""
 
     dropout_rate: float
     layer_norm_eps: float
     dtype: jnp.dtype
+    adapter: AdapterSpec | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, residual: jax.Array, *, deterministic: bool) -> jax.Array:
         """Maps x [batch, seq, any] and residual [batch, seq, hidden] to [batch, seq, hidden]."""
         y = dense(residual.shape[-1], self.dtype, "dense")(x)
         y = hashed_dropout.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+        if self.adapter is not None:
+            y = Adapter(self.adapter, self.dtype, name="adapter")(y)
         y = layer_norm(self.layer_norm_eps, "layer_norm")(y.astype(jnp.float32) + residual)
         return y.astype(self.dtype)
 
@@ -263,6 +398,7 @@ class Attention(nn.Module):
     output_dropout: float
     layer_norm_eps: float
     dtype: jnp.dtype
+    adapter: AdapterSpec | None = None  # An adapter in the `output` block.
 
     @nn.compact
     def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool) -> jax.Array:
@@ -289,7 +425,9 @@ class Attention(nn.Module):
             probs = hashed_dropout.Dropout(self.attention_dropout)(probs, deterministic=deterministic)
             context = jnp.matmul(probs, value)
         context = context.transpose(0, 2, 1, 3).reshape(batch, seq, hidden)
-        output = ResidualOutput(self.output_dropout, self.layer_norm_eps, self.dtype, name="output")
+        output = ResidualOutput(
+            self.output_dropout, self.layer_norm_eps, self.dtype, self.adapter, name="output"
+        )
         return output(context, x, deterministic=deterministic)
 
 
@@ -323,10 +461,13 @@ class Layer(nn.Module):
             attention_output_dropout,
             s.layer_norm_eps,
             self.dtype,
+            s.adapter_at("attention"),
             name="attention",
         )(x, bias, deterministic=deterministic)
         h = Intermediate(s.intermediate_size, s.hidden_act, self.dtype, name="intermediate")(x)
-        output = ResidualOutput(s.hidden_dropout, s.layer_norm_eps, self.dtype, name="output")
+        output = ResidualOutput(
+            s.hidden_dropout, s.layer_norm_eps, self.dtype, s.adapter_at("ffn"), name="output"
+        )
         return output(h, x, deterministic=deterministic)
 
 

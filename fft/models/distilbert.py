@@ -39,6 +39,7 @@ class DistilBertConfig:
     sinusoidal_pos_embds: bool = (
         False  # Only changes the initial position table; it is checkpointed.
     )
+    adapter: bert.AdapterSpec | None = None  # Bottleneck adapters (`bert.AdapterSpec`); None: none.
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
@@ -46,6 +47,7 @@ class DistilBertConfig:
                 f"hidden_size {self.hidden_size} is not a multiple of {self.num_heads} heads."
             )
         bert.check_activation(self.hidden_act)
+        bert.check_adapter(self.adapter, self.hidden_size)
 
     @classmethod
     def from_hf_dict(cls, d: Mapping[str, Any]) -> "DistilBertConfig":
@@ -77,6 +79,7 @@ class DistilBertConfig:
             attention_dropout=self.attention_dropout,
             layer_norm_eps=_LAYER_NORM_EPS,
             attention_output_dropout=False,
+            adapter=self.adapter,
         )
 
 

@@ -15,6 +15,7 @@ import pathlib
 import re
 import socket
 import urllib.parse
+import zlib
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -26,6 +27,7 @@ from flax import traverse_util
 from safetensors import numpy as safetensors_numpy
 
 from fft import models
+from fft.models import bert
 
 _MINILM_NAMES = frozenset(
     n.casefold() for n in ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
@@ -41,6 +43,7 @@ _HUB_PATTERNS = [
 _HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
 _HUB_TIMEOUT_S = 3.0
 _HEAD_STD = 0.02  # HF initializer_range: N(0, 0.02) kernels, zero biases.
+_NEW_PARAMS_SALT = 0x0ADA  # fold_in salt: new parameters draw from a stream apart from the head's.
 # Checkpoint names that are never part of our encoder: pretraining/task heads and index buffers.
 _IGNORED = re.compile(
     r"^(cls|classifier|pre_classifier|qa_outputs|vocab_transform|vocab_layer_norm|vocab_projector)\."
@@ -298,9 +301,15 @@ def init_params(
     model's `head_names`, e.g. `classifier`, `pre_classifier`) is drawn from `rng` as HF does:
     N(0, 0.02) kernels, zero biases; head entries in `pretrained_params` are ignored.
 
+    New parameters (`is_new_param`: adapters) that `pretrained_params` lacks are initialised near
+    the identity: N(0, bert.ADAPTER_INIT_STD) down-projection kernels, every other leaf zero. Each
+    leaf's key is `fold_in(fold_in(rng, salt), crc32(path))`: deterministic, apart from the head's
+    keys (which are the same with or without adapters) and independent of which other adapters
+    exist. New parameters present in `pretrained_params` (e.g. trained adapters) are used as given.
+
     Args:
-      model: a classifier from `models.create_model`.
-      rng: key for the head.
+      model: a classifier from `models.create_model` (optionally `models.with_adapters`).
+      rng: key for the head and any new parameters.
       pretrained_params: nested dict from `load_pretrained(...).params`.
       batch_shape: [batch, seq] of the dummy input used to trace the model.
 
@@ -308,22 +317,47 @@ def init_params(
       Nested dict of float32 numpy arrays (host memory; place it with `jax.device_put`).
 
     Raises:
-      CheckpointError: a non-head parameter is missing, unexpected, or has the wrong shape (the message
-        names the path and both shapes).
+      CheckpointError: a non-head parameter that is not new is missing, or any parameter is
+        unexpected or has the wrong shape (the message names the path and both shapes).
     """
     expected = _abstract_params(model, batch_shape)
     given = traverse_util.flatten_dict(dict(pretrained_params), sep="/")
     given = {p: v for p, v in given.items() if not _is_head(model, p)}
     body = {p: s for p, s in expected.items() if not _is_head(model, p)}
-    missing, unexpected = sorted(set(body) - set(given)), sorted(set(given) - set(body))
+    new = sorted(p for p in set(body) - set(given) if is_new_param(p))
+    missing = sorted(set(body) - set(given) - set(new))
+    unexpected = sorted(set(given) - set(body))
     if missing or unexpected:
         raise CheckpointError(f"Pretrained params: missing {missing}, unexpected {unexpected}.")
-    _check_shapes(given, body, "pretrained params")
+    _check_shapes(given, {p: s for p, s in body.items() if p in given}, "pretrained params")
     flat = {p: np.asarray(jax.device_get(v), dtype=np.float32) for p, v in given.items()}
     head_paths = sorted(set(expected) - set(body))
     for path, key in zip(head_paths, jax.random.split(rng, len(head_paths)), strict=True):
         flat[path] = _init_head_leaf(path, expected[path], key)
+    new_rng = jax.random.fold_in(rng, _NEW_PARAMS_SALT)
+    for path in new:
+        key = jax.random.fold_in(new_rng, zlib.crc32(path.encode()) & 0x7FFFFFFF)
+        flat[path] = init_new_leaf(path, expected[path], key)
     return traverse_util.unflatten_dict(flat, sep="/")
+
+
+def is_new_param(path: str) -> bool:
+    """Whether a '/'-joined parameter path is a parameter no pretrained checkpoint has: one under
+    an `adapter` module (e.g. `encoder/layer_0/output/adapter/up/kernel`)."""
+    return "adapter" in path.split("/")[:-1]
+
+
+def init_new_leaf(path: str, shape: tuple[int, ...], key: jax.Array) -> np.ndarray:
+    """The near-identity initial value of a new (adapter) leaf, as the model's own init draws it:
+    N(0, bert.ADAPTER_INIT_STD) for `adapter/down/kernel`, zeros for the other adapter leaves."""
+    if not is_new_param(path):
+        raise CheckpointError(f"{path} is not a new parameter.")
+    if path.endswith("adapter/down/kernel"):
+        draw = bert.ADAPTER_INIT_STD * jax.random.normal(key, shape, jnp.float32)
+        return np.asarray(jax.device_get(draw))
+    if path.endswith(("adapter/down/bias", "adapter/up/kernel", "adapter/up/bias")):
+        return np.zeros(shape, np.float32)
+    raise CheckpointError(f"Do not know how to initialise new parameter {path}.")
 
 
 def _init_head_leaf(path: str, shape: tuple[int, ...], key: jax.Array) -> np.ndarray:
