@@ -85,21 +85,30 @@ def run_row(task, name, method, workdir, options) -> dict:
 
 
 def earlier_rows(task: str) -> list[dict]:
-    """Rows of the earlier methods from their own results files (not rerun here)."""
+    """Rows of the earlier methods from their own results files (not rerun here): partitions.json;
+    full fine-tuning from full_finetune.json (its packed rerun) where it has the task; supermask's
+    best setting across tasks (magnitude init at 5% sparsity, pooler and classifier train)."""
     out = []
     results = REPO / "results"
-    parts = json.loads((results / "partitions.json").read_text())
-    for r in parts:
-        if r["task"] == task and r["method"] in EARLIER:
-            out.append({
-                "task": task, "method": r["method"], "source": "results/partitions.json",
-                "metric": r["metric"], "dev": r["dev"], "trainable_params": r["trainable_params"],
-                "total_params": r["total_params"], "stored_bytes": r["stored_bytes"],
-                "train_seconds": r["train_seconds"], "epochs": r["epochs"], "command": r["command"],
-            })
+    full = {r["task"]: r for r in json.loads((results / "full_finetune.json").read_text())}
+    for r in json.loads((results / "partitions.json").read_text()):
+        if r["task"] != task or r["method"] not in EARLIER:
+            continue
+        row = {
+            "task": task, "method": r["method"], "source": "results/partitions.json",
+            "metric": r["metric"], "dev": r["dev"], "trainable_params": r["trainable_params"],
+            "total_params": r["total_params"], "stored_bytes": r["stored_bytes"],
+            "train_seconds": r["train_seconds"], "epochs": r["epochs"], "command": r["command"],
+        }
+        if r["method"] == "full" and task in full and f"dev_{r['metric']}" in full[task]:
+            f = full[task]
+            row.update(source="results/full_finetune.json", dev=f[f"dev_{r['metric']}"],
+                       train_seconds=f["train_seconds"], epochs=f["epochs"], command=f["command"])
+        out.append(row)
     for r in json.loads((results / "supermask.json").read_text()):
         if (r["task"] == task and r["initial_sparsity"] == 0.05 and r["score_lr"] == 1e-3
-                and r["head"] == "classifier" and r["init"] == "uniform" and not r.get("epochs_given")):
+                and r["head"] == "pooler+classifier" and r["init"] == "magnitude@1"
+                and not r.get("epochs_given")):
             out.append({
                 "task": task, "method": "supermask", "source": "results/supermask.json",
                 "metric": r["metric"], "dev": r["dev"], "trainable_params": None,
