@@ -106,6 +106,7 @@ def create(options: ml_collections.ConfigDict, config: ml_collections.ConfigDict
     return base.Method(
         name="adapters", model=adapted, init=init, assemble=base.merge, optimizer=optimizer,
         export=export, import_task=import_task, cache_start=cache_start,
+        serving=base.Serving(adapted, base.merge, lambda trainable: trainable),
         description=f"adapters {options.placement} size={options.size} act={options.activation}",
     )
 

@@ -20,6 +20,8 @@ distances, analysis, export and serving call these functions and never branch on
                                   ``stored_bytes``.
   import_task(dir, params)     -> the task model's parameters from an exported task and the run's
                                   step-0 parameters ``params``.
+  serving                      -> :class:`Serving`, or None: how several tasks share one backbone
+                                  in one batch (fft.multitask).
   cache_start(trainable)       -> the lowest encoder layer the method changes: the frozen-prefix
                                   feature cache may run layers below it once per dataset (0: not
                                   legal, the embeddings change).
@@ -46,6 +48,18 @@ class MethodError(ValueError):
     """A method's options are invalid for the run's model or config; the message names the field."""
 
 
+class Serving(NamedTuple):
+    """How a method's tasks are served several at once on one frozen backbone (fft.multitask).
+
+    ``assemble(trainable, frozen)`` must accept trainable leaves with a leading batch axis (one
+    task per example) and ``model`` must apply them; ``prepare(trainable)`` turns one task's
+    trained tree into the form that is stacked (e.g. LoRA folds its scale into B)."""
+
+    model: Any
+    assemble: Callable[[Tree, Tree], Tree]
+    prepare: Callable[[Tree], Tree]
+
+
 class Optimizer(NamedTuple):
     """A method's optimizer: the transformation and each parameter group's learning-rate schedule."""
 
@@ -67,6 +81,7 @@ class Method:
     cache_start: Callable[[Tree], int]
     merge: Callable[[Tree, Tree], Tree] | None = None
     metrics: Callable[[Tree], dict[str, jax.Array]] | None = None
+    serving: Serving | None = None  # None: no per-example multi-task serving for this method.
     description: str = ""
 
     def merged(self, trainable: Tree, frozen: Tree) -> Tree:

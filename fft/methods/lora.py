@@ -200,6 +200,10 @@ def side_interceptor(factors: Mapping[str, Mapping[str, Any]], scale: float, dro
     return interceptor
 
 
+def _without_factors(trainable):
+    return {k: v for k, v in trainable.items() if k != LORA}
+
+
 def _per_layer(model, regexes) -> int:
     """How many of a BERT layer's six Dense layers the target rules select (layer 0's count)."""
     names = ("attention/query", "attention/key", "attention/value", "attention/output/dense",
@@ -250,14 +254,12 @@ def create(options: ml_collections.ConfigDict, config: ml_collections.ConfigDict
         return {LORA: factors, **trained}, frozen
 
     def merge(trainable, frozen):
-        rest = {k: v for k, v in trainable.items() if k != LORA}
-        return fold(base.merge(rest, frozen), trainable[LORA], scale)
+        return fold(base.merge(_without_factors(trainable), frozen), trainable[LORA], scale)
 
     def assemble(trainable, frozen):
         if not side:
             return merge(trainable, frozen)
-        rest = {k: v for k, v in trainable.items() if k != LORA}
-        return {**base.merge(rest, frozen), LORA: trainable[LORA]}
+        return side_assemble(trainable, frozen)
 
     def optimizer(trainable, total_steps):
         labels = {k: jax.tree.map(lambda _, k=k: "lora" if k == LORA else "head", v) for k, v in trainable.items()}
@@ -278,9 +280,21 @@ def create(options: ml_collections.ConfigDict, config: ml_collections.ConfigDict
     def cache_start(trainable):
         return base.lowest_layer(tree_paths.flatten(trainable), num)
 
+    def side_assemble(trainable, frozen):
+        return {**base.merge(_without_factors(trainable), frozen), LORA: trainable[LORA]}
+
+    def scaled(trainable):  # Serving folds each task's scale into its B (tasks may differ).
+        flat = tree_paths.flatten(trainable)
+        for p in flat:
+            if p.startswith(LORA + "/") and p.endswith("/b"):
+                flat[p] = np.asarray(flat[p]) * np.float32(scale)
+        return tree_paths.unflatten(flat)
+
     return base.Method(
         name="lora", model=run_model, init=init, assemble=assemble, optimizer=optimizer,
         export=export, import_task=import_task, cache_start=cache_start, merge=merge,
+        # Serving: fft.multitask adds each example's factors beside the frozen kernels itself.
+        serving=base.Serving(model, lambda tr, fr: base.merge(_without_factors(tr), fr), scaled),
         description=f"lora r={rank} alpha={alpha:g} targets={options.targets} mode={mode}",
     )
 

@@ -112,6 +112,7 @@ def make(name: str, rules_fn) -> Any:
         return base.Method(
             name=name, model=model, init=init, assemble=base.merge, optimizer=optimizer,
             export=export, import_task=import_task, cache_start=cache_start,
+            serving=base.Serving(model, base.merge, lambda trainable: trainable),
             description=description,
         )
 
