@@ -200,6 +200,27 @@ def side_interceptor(factors: Mapping[str, Mapping[str, Any]], scale: float, dro
     return interceptor
 
 
+def export_peft(trainable, out_dir: pathlib.Path, config, rank: int, alpha: float, dropout: float) -> dict:
+    """Also writes the task as a Hugging Face PEFT folder (fft.peft_io), where PEFT can express
+    it (BERT; extra trained leaves only as whole modules); returns what happened, for the report."""
+    from fft import peft_io
+    from fft.models import loading
+
+    if config.model.random_init.enabled:
+        return {"peft_dir": None, "peft_error": "a random-init model has no base model PEFT could load"}
+    name = config.model.name
+    base_name = loading.MINILM_HUB_NAME if str(name).casefold() in loading.MINILM_NAMES else str(name)
+    flat = tree_paths.flatten(_without_factors(trainable))
+    factors = {m: (ab["a"], ab["b"]) for m, ab in _modules(trainable[LORA]).items()}
+    try:
+        size = peft_io.save(out_dir, lora=factors, rank=rank, alpha=alpha, modules_to_save=flat,
+                            base_model_name_or_path=base_name, dropout=dropout)
+    except (peft_io.AdapterError, ValueError, OSError) as e:
+        logging.info("LoRA task not written as a PEFT folder: %s", e)
+        return {"peft_dir": None, "peft_error": str(e)}
+    return {"peft_dir": PEFT_DIR, "peft_bytes": size}
+
+
 def _without_factors(trainable):
     return {k: v for k, v in trainable.items() if k != LORA}
 
@@ -270,7 +291,10 @@ def create(options: ml_collections.ConfigDict, config: ml_collections.ConfigDict
         directory = pathlib.Path(directory)
         meta = {**metadata, "lora_rank": str(rank), "lora_alpha": repr(alpha), "lora_targets": options.targets}
         size = delta.export_delta(trainable, directory / DELTA_FILE, meta)
-        return {"stored_bytes": size, "file": DELTA_FILE, "factor_entries": partition.count_params(trainable[LORA])}
+        report = {"stored_bytes": size, "file": DELTA_FILE,
+                  "factor_entries": partition.count_params(trainable[LORA])}
+        report.update(export_peft(trainable, directory / PEFT_DIR, config, rank, alpha, options.dropout))
+        return report
 
     def import_task(directory, params):
         trained, _ = delta.load_delta(pathlib.Path(directory) / DELTA_FILE)

