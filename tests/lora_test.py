@@ -166,6 +166,32 @@ class LoraTest(parameterized.TestCase):
         self.assertEqual(method.cache_start(trainable), 0)
 
 
+class LoraPeftExportTest(absltest.TestCase):
+    def test_export_writes_a_peft_folder_that_loads_back(self):
+        from fft import peft_io
+        from fft.models import loading
+
+        fixture = pathlib.Path(__file__).resolve().parent / "fixtures" / "tiny_bert_cls"
+        pre = loading.load_pretrained(fixture)
+        model = models.create_model(pre.model_type, pre.model_config, 3)
+        params = loading.init_params(model, jax.random.key(0), pre.params)
+        config = glue_config.get_config("task=rte,method=lora")
+        config.model.name = str(fixture)
+        config.lora.rank = 4
+        method = methods.create(config, model)
+        trainable, frozen = method.init(params, jax.random.key(1))
+        trainable = randomize_b(trainable)
+        out = pathlib.Path(self.create_tempdir().full_path)
+        report = method.export(trainable, out, {"task": "rte"})
+        self.assertEqual(report["peft_dir"], lora.PEFT_DIR)
+        peft_model, peft_params = peft_io.load(out / lora.PEFT_DIR)
+        ids = np.array([[2, 5, 9, 14, 3, 0, 0]], np.int32)
+        args = (ids, (ids > 0).astype(np.int32), np.zeros_like(ids))
+        ours = model.apply({"params": method.merged(trainable, frozen)}, *args, deterministic=True)
+        theirs = peft_model.apply({"params": peft_params}, *args, deterministic=True)
+        np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
 class LoraTrainTest(absltest.TestCase):
     def test_trains_exports_and_reimports_the_dense_model(self):
         config = tiny_config("lora", **{"lora.rank": 4, "lora.dropout": 0.1})
