@@ -167,7 +167,7 @@ def write(rows: list[dict]) -> None:
         "|" + "---|" * len(cols),
     ]
     lines += ["| " + " | ".join(fmt(r.get(k)) for k, _ in cols) + " |" for r in rows]
-    lines += ["", "Commands of the runs of this sweep:", ""]
+    lines += ["", "Commands:", ""]
     lines += [f"- `{r['command']}`" for r in rows if r.get("source") == "this sweep"]
     (out / "methods.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines[: 4 + len(rows)]))

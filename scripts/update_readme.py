@@ -112,14 +112,16 @@ def bench_serving_table(path: pathlib.Path) -> str:
     ])
 
 
-def bench_partitions_table(path: pathlib.Path) -> str:
+def bench_methods_table(path: pathlib.Path) -> str:
     r = json.loads(path.read_text())
-    lines = [f"Seq {r['seq']}, batch {r['batch']}, one run (`python benchmarks/partition_bench.py`):", "",
-             "| method | trainable params | step ms | time / full | peak MiB | memory / full |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"Seq {r['seq']}, batch {r['batch']}, every method side by side in one run, interleaved "
+             "(`python benchmarks/methods_bench.py`):", "",
+             "| variant | method | trainable params | step ms | time / full | peak MiB | memory / full |",
+             "|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
-        lines.append(f"| {row['preset']} | {row['trainable_params']:,} | {1e3 * row['step_s']:.0f} | "
-                     f"{row['time_ratio']:.2f} | {row['peak_bytes'] / 2**20:.0f} | {row['memory_ratio']:.2f} |")
+        lines.append(f"| {row['variant']} | {row['method']} | {row['trainable_params']:,} | "
+                     f"{1e3 * row['step_s']:.0f} | {row['time_ratio']:.2f} | "
+                     f"{row['peak_bytes'] / 2**20:.0f} | {row['memory_ratio']:.2f} |")
     return "\n".join(lines)
 
 
@@ -140,7 +142,7 @@ RENDERERS = {
     "bench_train": bench_train_table,
     "bench_serving": bench_serving_table,
     "bench_dropout": bench_dropout_table,
-    "bench_partitions": bench_partitions_table,
+    "bench_methods": bench_methods_table,
     "bench_malloc": bench_malloc_table,
 }
 
