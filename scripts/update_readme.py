@@ -114,8 +114,8 @@ def bench_serving_table(path: pathlib.Path) -> str:
 
 def bench_methods_table(path: pathlib.Path) -> str:
     r = json.loads(path.read_text())
-    lines = [f"Seq {r['seq']}, batch {r['batch']}, every method side by side in one run, interleaved "
-             "(`python benchmarks/methods_bench.py`):", "",
+    lines = [(f"Seq {r['seq']}, batch {r['batch']}, every method side by side in one run, interleaved "
+             "(`python benchmarks/methods_bench.py`):"), "",
              "| variant | method | trainable params | step ms | time / full | peak MiB | memory / full |",
              "|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
