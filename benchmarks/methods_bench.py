@@ -52,11 +52,15 @@ VARIANTS = {
 }
 
 
-def peak_bytes(compiled) -> int | None:
+def memory(compiled) -> dict[str, int | None]:
+    """XLA's estimate: peak = arguments + outputs + temporaries - donated aliases, and its parts
+    (arguments: trainable state and frozen weights; temporaries: activations, gradients)."""
     m = compiled.memory_analysis()
     if m is None:
-        return None
-    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes)
+        return {"peak_bytes": None}
+    parts = {k: int(getattr(m, f"{k}_size_in_bytes")) for k in ("argument", "output", "temp", "alias")}
+    peak = parts["argument"] + parts["output"] + parts["temp"] - parts["alias"]
+    return {"peak_bytes": peak, **{f"{k}_bytes": v for k, v in parts.items()}}
 
 
 def build(model, params, name: str, batch: dict) -> tuple[dict, object]:
@@ -97,7 +101,7 @@ def build(model, params, name: str, batch: dict) -> tuple[dict, object]:
         jax.block_until_ready(out)
 
     row = {"variant": name, "method": method.description, "feature_cache": cache,
-           "trainable_params": partition.count_params(trainable), "peak_bytes": peak_bytes(compiled)}
+           "trainable_params": partition.count_params(trainable), **memory(compiled)}
     return row, once
 
 
@@ -135,6 +139,9 @@ def main() -> None:
         row["ex_s"] = args.batch / row["step_s"]
         row["time_ratio"] = row["step_s"] / seconds["full"]
         row["memory_ratio"] = row["peak_bytes"] / full["peak_bytes"] if full["peak_bytes"] else None
+        if full.get("temp_bytes"):
+            row["temp_ratio"] = row["temp_bytes"] / full["temp_bytes"]
+            row["state_ratio"] = row["argument_bytes"] / full["argument_bytes"]
         print(f"{row['variant']:>18}  trainable {row['trainable_params']:>10,}  step {row['step_s'] * 1e3:7.1f} ms "
               f"({row['time_ratio']:.2f}x full)  peak {row['peak_bytes'] / 2**20:7.1f} MiB "
               f"({row['memory_ratio']:.2f}x full)", flush=True)

@@ -84,9 +84,8 @@ def run_params(workdir: PathLike) -> tuple[dict[str, Any], dict[str, Any], int]:
     if not (workdir / "config.json").is_file():
         raise FileNotFoundError(f"{workdir}: no config.json; expected a run's workdir")
     config = train.load_run_config(workdir)
-    initial = train.initial_params(config)
     state, step = checkpoint.load_state_dict(workdir)
-    final = train.full_params(config, initial, state["params"])
+    initial, final = train.task_params(config, state["params"])
     return distances.flatten(initial), distances.flatten(final), step
 
 

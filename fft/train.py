@@ -110,12 +110,6 @@ def task_params(config: ml_collections.ConfigDict, trained: Any) -> tuple[Any, A
     return bundle.params, jax.device_get(method.merged(trained, frozen))
 
 
-def full_params(config: ml_collections.ConfigDict, initial: Any, trained: Any) -> Any:
-    """The complete task model of a run from its trainable tree (see `task_params`)."""
-    del initial  # Rebuilt from the config, so the method's frozen tree is its own.
-    return task_params(config, trained)[1]
-
-
 def _onto_mesh(mesh, x: jax.Array) -> jax.Array:
     """Replicates over the mesh an array that jit left on one device (e.g. optimizer counters)."""
     if x.sharding.device_set == set(mesh.devices.flat):

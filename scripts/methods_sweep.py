@@ -76,8 +76,9 @@ def run_row(task, name, method, workdir, options) -> dict:
         return {**row, "dev": None}
     m = json.loads(path.read_text())
     metric, value = experiments.primary_metric(task, m["eval"]["dev"])
+    others = {k: round(100 * v, 2) for k, v in m["eval"]["dev"].items() if k not in (metric, "loss")}
     return {
-        **row, "metric": metric, "dev": round(value, 2), "trainable_params": m["trainable_params"],
+        **row, "metric": metric, "dev": round(value, 2), "dev_all": others, "trainable_params": m["trainable_params"],
         "total_params": m["total_params"], "stored_bytes": m["stored_bytes"],
         "train_seconds": round(m["train_seconds"], 1), "epochs": round(m["epochs"], 2),
         "description": m.get("method_description"),
@@ -100,7 +101,7 @@ def earlier_rows(task: str) -> list[dict]:
             "total_params": r["total_params"], "stored_bytes": r["stored_bytes"],
             "train_seconds": r["train_seconds"], "epochs": r["epochs"], "command": r["command"],
         }
-        if r["method"] == "full" and task in full and f"dev_{r['metric']}" in full[task]:
+        if r["method"] == "full" and task not in EPOCHS and f"dev_{r['metric']}" in full.get(task, {}):
             f = full[task]
             row.update(source="results/full_finetune.json", dev=f[f"dev_{r['metric']}"],
                        train_seconds=f["train_seconds"], epochs=f["epochs"], command=f["command"])
@@ -137,6 +138,8 @@ def table(tasks) -> list[dict]:
 def fmt(value) -> str:
     if value is None:
         return "—"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items()) or "—"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
@@ -151,6 +154,7 @@ def write(rows: list[dict]) -> None:
         w.writeheader()
         w.writerows(rows)
     cols = [("task", "task"), ("method", "method"), ("metric", "metric"), ("dev", "dev"),
+            ("dev_all", "other dev metrics"),
             ("dev_vs_full", "dev - full"), ("trainable_params", "trainable params"),
             ("stored_bytes", "stored bytes"), ("train_seconds", "train s"), ("source", "source")]
     lines = [

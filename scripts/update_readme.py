@@ -116,12 +116,14 @@ def bench_methods_table(path: pathlib.Path) -> str:
     r = json.loads(path.read_text())
     lines = [(f"Seq {r['seq']}, batch {r['batch']}, every method side by side in one run, interleaved "
              "(`python benchmarks/methods_bench.py`):"), "",
-             "| variant | method | trainable params | step ms | time / full | peak MiB | memory / full |",
-             "|---|---|---|---|---|---|---|"]
+             ("| variant | method | trainable params | step ms | time / full | peak MiB | memory / full "
+             "| state + weights MiB | temporaries MiB |"),
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
         lines.append(f"| {row['variant']} | {row['method']} | {row['trainable_params']:,} | "
                      f"{1e3 * row['step_s']:.0f} | {row['time_ratio']:.2f} | "
-                     f"{row['peak_bytes'] / 2**20:.0f} | {row['memory_ratio']:.2f} |")
+                     f"{row['peak_bytes'] / 2**20:.0f} | {row['memory_ratio']:.2f} | "
+                     f"{row.get('argument_bytes', 0) / 2**20:.0f} | {row.get('temp_bytes', 0) / 2**20:.0f} |")
     return "\n".join(lines)
 
 

@@ -102,6 +102,19 @@ class LegacyConfigTest(parameterized.TestCase):
         self.assertEqual(final_metrics["method"], "bitfit")
 
 
+class ShardedTest(parameterized.TestCase):
+    @parameterized.parameters(
+        ("lora", {"lora.dropout": 0.1}), ("adapters", {}), ("supermask", {}),
+    )
+    def test_one_device_and_eight_devices_agree(self, method, options):
+        one = train.train_and_evaluate(tiny_config(method, **options, **{"mesh.shape": (1, 1)}),
+                                       self.create_tempdir().full_path)
+        eight = train.train_and_evaluate(tiny_config(method, **options), self.create_tempdir().full_path)
+        self.assertEqual((one["devices"], eight["devices"]), (8, 8))
+        self.assertAlmostEqual(one["last_train_loss"], eight["last_train_loss"], delta=1e-5)
+        self.assertAlmostEqual(one["eval"]["dev"]["loss"], eight["eval"]["dev"]["loss"], delta=1e-5)
+
+
 class LoopTest(absltest.TestCase):
     def test_training_loop_names_no_method(self):
         text = (REPO / "fft" / "train.py").read_text() + (REPO / "fft" / "steps.py").read_text()
