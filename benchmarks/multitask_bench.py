@@ -119,6 +119,10 @@ def bench_method(name: str, model, params, batch, args) -> dict:
     server = multitask.MultiTaskServer(frozen, tasks, [f"t{t}" for t in range(args.tasks)])
     server_peak = peak_bytes(server.lower(batch, mix_ids["all"]).compile())
     server.logits(batch, mix_ids["all"])  # Compiles the call `logits` makes (one for every mix).
+    # The same server running the batch in chunks of `rows_per_call` examples (lax.map).
+    chunked = multitask.MultiTaskServer(frozen, tasks, server.bank.names, rows_per_call=args.rows_per_call)
+    chunked_peak = peak_bytes(chunked.lower(batch, mix_ids["all"]).compile())
+    chunked.logits(batch, mix_ids["all"])
     server_resident = tree_bytes(server.frozen) + server.bank.nbytes
 
     dense = [jax.device_put(m.merged(tr, frozen)) for m, tr in tasks]
@@ -149,6 +153,7 @@ def bench_method(name: str, model, params, batch, args) -> dict:
     # Correctness: every example under its own task, all 8 tasks in the batch.
     server_logits = server.logits(batch, mix_ids["all"])
     max_diff = float(np.abs(server_logits - run_dense("all")).max())
+    max_diff = max(max_diff, float(np.abs(chunked.logits(batch, mix_ids["all"]) - run_dense("all")).max()))
     print(f"{name}: max |server - dense logits| over {n} examples of {args.tasks} tasks: "
           f"{max_diff:.2e}", flush=True)
     assert max_diff < 1e-4, f"{name}: server logits differ from the dense task models by {max_diff}"
@@ -156,13 +161,15 @@ def bench_method(name: str, model, params, batch, args) -> dict:
     fns = {}
     for mix in MIXES:
         fns[f"server/{mix}"] = lambda ids=mix_ids[mix]: server.logits(batch, ids)
+        fns[f"chunked/{mix}"] = lambda ids=mix_ids[mix]: chunked.logits(batch, ids)
         fns[f"dense/{mix}"] = lambda mix=mix: run_dense(mix)
     seconds = bench.interleaved_medians(fns, args.repeats, args.warmup, block=args.block)
     mixes = {}
     for mix in MIXES:
-        s, d = seconds[f"server/{mix}"], seconds[f"dense/{mix}"]
+        s, d, c = seconds[f"server/{mix}"], seconds[f"dense/{mix}"], seconds[f"chunked/{mix}"]
         mixes[mix] = {"tasks_in_batch": len(groups[mix]), "server_s": s, "dense_s": d,
-                      "server_ex_s": n / s, "dense_ex_s": n / d, "server_over_dense": d / s}
+                      "server_ex_s": n / s, "dense_ex_s": n / d, "server_over_dense": d / s,
+                      "chunked_s": c, "chunked_ex_s": n / c, "chunked_over_dense": d / c}
     return {
         "method": method.description,
         "trained_params_per_task": server.bank.nbytes // args.tasks // 4,
@@ -173,6 +180,9 @@ def bench_method(name: str, model, params, batch, args) -> dict:
             "server_task_bank_bytes": server.bank.nbytes,
             "server_resident_bytes": server_resident,
             "server_peak_bytes": server_peak,
+            "chunked_rows": args.rows_per_call,
+            "chunked_peak_bytes": chunked_peak,
+            "chunked_total_ratio": chunked_peak / dense_total,
             "dense_tree_bytes": dense_tree,
             "dense_resident_bytes": dense_resident,
             "dense_program_peak_bytes": dense_peaks,
@@ -204,15 +214,16 @@ def report(result: dict) -> None:
     peft = result.get("peft")
     print(f"\n{result['tasks']} tasks, batch {result['batch']} x seq {result['seq']}, "
           f"{result['cpus']} CPUs ({result['jax_backend']}); examples/s (ratios: server / other)")
-    print(f"{'method':>8} {'mix':>4} {'server':>8} {'dense':>8} {'peft mix':>9} "
-          f"{'srv/dense':>9} {'srv/peft':>9}")
+    print(f"{'method':>8} {'mix':>4} {'server':>8} {'chunked':>8} {'dense':>8} {'peft mix':>9} "
+          f"{'srv/dense':>9} {'chk/dense':>9} {'srv/peft':>9}")
     for name, row in result["methods"].items():
         for mix, m in row["mixes"].items():
             p = peft["ex_s"][mix] if peft and name == "lora" else None
             ps = f"{p:9.1f}" if p else f"{'-':>9}"
             rs = f"{m['server_ex_s'] / p:8.2f}x" if p else f"{'-':>9}"
-            print(f"{name:>8} {mix:>4} {m['server_ex_s']:8.1f} {m['dense_ex_s']:8.1f} {ps} "
-                  f"{m['server_over_dense']:8.2f}x {rs}")
+            print(f"{name:>8} {mix:>4} {m['server_ex_s']:8.1f} {m['chunked_ex_s']:8.1f} "
+                  f"{m['dense_ex_s']:8.1f} {ps} {m['server_over_dense']:8.2f}x "
+                  f"{m['chunked_over_dense']:8.2f}x {rs}")
     if peft:
         print(f"{'lora':>8} PEFT merged single adapter (best case), all {result['batch']} "
               f"examples: {peft['ex_s']['merged_one']:.1f} ex/s")
@@ -221,13 +232,15 @@ def report(result: dict) -> None:
     print("\nmemory: resident (server: backbone + T tasks' stacked leaves; dense: T merged models)"
           "\n        and device total with the serving program's peak")
     print(f"{'method':>8} {'server':>11} {'(bank)':>11} {'dense':>11} {'ratio':>6}"
-          f" {'srv peak':>11} {'dense tot':>11} {'ratio':>6} {'max|dlogit|':>11}")
+          f" {'srv peak':>11} {'chk peak':>11} {'dense tot':>11} {'ratio':>6} {'chk ratio':>9}"
+          f" {'max|dlogit|':>11}")
     for name, row in result["methods"].items():
         m = row["memory"]
         print(f"{name:>8} {mib(m['server_resident_bytes'])} {mib(m['server_task_bank_bytes'])}"
               f" {mib(m['dense_resident_bytes'])} {m['resident_ratio']:6.3f}"
-              f" {mib(m['server_peak_bytes'])} {mib(m['dense_total_bytes'])}"
-              f" {m['total_ratio']:6.3f} {row['max_abs_logit_diff']:11.1e}")
+              f" {mib(m['server_peak_bytes'])} {mib(m['chunked_peak_bytes'])}"
+              f" {mib(m['dense_total_bytes'])} {m['total_ratio']:6.3f}"
+              f" {m['chunked_total_ratio']:9.3f} {row['max_abs_logit_diff']:11.1e}")
 
 
 def main() -> None:
@@ -242,6 +255,7 @@ def main() -> None:
     parser.add_argument("--peft_repeats", type=int, default=7, help="timed calls per PEFT variant")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on the PEFT side")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rows_per_call", type=int, default=8, help="chunk size of the chunked server")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--peft_python",
                         default=DEFAULT_PEFT_PYTHON if os.path.exists(DEFAULT_PEFT_PYTHON) else "",

@@ -168,10 +168,34 @@ def multi_task_logits(serving: base.Serving, frozen, stacked: Mapping[str, jax.A
         )
 
 
-class MultiTaskServer:
-    """One frozen backbone on the device, T tasks' trained leaves stacked; `logits(batch, ids)`."""
+def chunked_logits(serving: base.Serving, frozen, stacked, batch, task_ids, rows: int):
+    """`multi_task_logits` over consecutive chunks of `rows` examples (`lax.map`): the per-example
+    weight copies and activations of one chunk at a time, and cache-sized matmuls on CPUs."""
+    n = task_ids.shape[0]
+    if not rows or rows >= n:
+        return multi_task_logits(serving, frozen, stacked, batch, task_ids)
+    if n % rows:
+        raise ValueError(f"batch of {n} examples does not split into chunks of {rows} rows")
 
-    def __init__(self, frozen: Mapping[str, Any], tasks: Sequence[tuple[base.Method, Any]], names: Sequence[str]):
+    def split(x):
+        return x.reshape(n // rows, rows, *x.shape[1:])
+
+    def one(args):
+        b, ids = args
+        return multi_task_logits(serving, frozen, stacked, b, ids)
+
+    out = jax.lax.map(one, (jax.tree.map(split, dict(batch)), split(task_ids)))
+    return out.reshape(n, out.shape[-1])
+
+
+class MultiTaskServer:
+    """One frozen backbone on the device, T tasks' trained leaves stacked; `logits(batch, ids)`.
+
+    `rows_per_call` > 0 runs a batch in chunks of that many examples inside the one jitted call
+    (less working memory; on CPUs smaller matmuls also stay in cache)."""
+
+    def __init__(self, frozen: Mapping[str, Any], tasks: Sequence[tuple[base.Method, Any]], names: Sequence[str],
+                 rows_per_call: int = 0):
         """`tasks`: (method, trained tree) per task, the methods built on one backbone whose
         frozen tree is `frozen`; the first task's method gives the model (tasks differ only in
         their trained leaves, LoRA rank/scale and number of labels)."""
@@ -183,7 +207,7 @@ class MultiTaskServer:
         self.bank = stack_tasks(prepared, names, base.head_keys(tasks[0][0].model))
         self.frozen = jax.device_put(frozen)
         self.stacked = jax.device_put(self.bank.leaves)
-        self._fn = jax.jit(lambda fr, st, b, ids: multi_task_logits(serving, fr, st, b, ids))
+        self._fn = jax.jit(lambda fr, st, b, ids: chunked_logits(serving, fr, st, b, ids, rows_per_call))
 
     def lower(self, batch: Mapping[str, np.ndarray], task_ids: np.ndarray):
         return self._fn.lower(self.frozen, self.stacked, batch, np.asarray(task_ids, np.int32))

@@ -48,6 +48,8 @@ class MultiTaskTest(parameterized.TestCase):
         task_ids = np.array([0, len(tasks) - 1, 1, 0, len(tasks) - 1, 1]) % len(tasks)
         out = server.logits(b, task_ids)
         self.assertEqual(out.shape, (6, widest))
+        chunked = multitask.MultiTaskServer(frozen, [(t[1], t[2]) for t in tasks], server.bank.names, rows_per_call=2)
+        np.testing.assert_allclose(chunked.logits(b, task_ids), out, atol=2e-5)
         for i, t in enumerate(task_ids):
             _, m, trainable, fr = tasks[t]
             dense = logits(m.model, m.merged(trainable, fr), b)[i]
