@@ -51,18 +51,6 @@ class FeatureCache:
         return self.features.nbytes
 
 
-def first_trainable_layer(trainable_paths, num_layers: int) -> int:
-    """The lowest encoder layer with a trainable leaf (num_layers if none); the prefix below it
-    can be cached only if no embedding leaf trains either (else 0)."""
-    lowest = num_layers
-    for path in trainable_paths:
-        if path.startswith("embeddings/"):
-            return 0
-        if path.startswith("encoder/layer_"):
-            lowest = min(lowest, int(path.split("/")[1][len("layer_"):]))
-    return lowest
-
-
 def build(model, params, encoded, *, start: int, batch_size: int, buckets, mesh) -> FeatureCache:
     """Runs `model.prefix` (embeddings + layers 0..start-1, no dropout) over every example.
 

@@ -39,11 +39,11 @@ import jax
 import numpy as np
 import optax
 
-from fft import distances, tree_paths
+from fft import distances, models, tree_paths
 
 Rule = tuple[str, str]
 FROZEN = "frozen"
-DEFAULT_HEAD = r"(pre_classifier|classifier)/.*"
+DEFAULT_HEAD = "(" + "|".join(models.ALL_HEAD_NAMES) + ")/.*"  # Any registered model's head.
 PRESETS = ("full", "head", "bitfit", "layernorm", "layers:<sel>", "critical:<k>")
 _LAYER = re.compile(r"encoder/layer_(\d+)/.*")
 _LAYER_GROUP = r"layer_\d+"

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fft import optim, tree_paths
+from fft import models, optim, tree_paths
 from fft.steps import merge_trees
 
 Tree = Any
@@ -58,7 +58,7 @@ ENCODER_RULE = (
 )
 EMBEDDING_RULE = r"embeddings/word_embeddings/embedding"
 POOLER_RULE = r"pooler/dense/kernel"
-DEFAULT_HEAD_KEYS = ("pre_classifier", "classifier")
+DEFAULT_HEAD_KEYS = models.ALL_HEAD_NAMES  # Any registered model's head (fft.methods.head_keys).
 MODES = ("threshold", "topk")
 INITS = ("constant", "uniform", "magnitude")
 

@@ -51,6 +51,14 @@ MODEL_TYPES: Mapping[str, ModelType] = types.MappingProxyType(
 )
 
 
+# Every registered classifier's head subtrees (BERT: classifier; DistilBERT: pre_classifier,
+# classifier): the model-agnostic default of functions that take no model. With a model, ask it:
+# `fft.methods.head_keys(model)`.
+ALL_HEAD_NAMES: tuple[str, ...] = tuple(
+    dict.fromkeys(n for entry in MODEL_TYPES.values() for n in entry.classifier_class.head_names)
+)
+
+
 def create_model(
     model_type: str, model_config: Any, num_labels: int, dtype: jnp.dtype = jnp.float32
 ) -> nn.Module:
