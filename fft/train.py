@@ -282,6 +282,7 @@ class Run:
 def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run, steps.TrainState, int | None]:
     """Loads model and data, builds the method, the sharded state (restored if the workdir has a
     checkpoint) and the jitted steps."""
+    legacy = "method" not in config  # Written before methods were parts.
     config = methods.upgrade_config(config)
     methods.check_config(config)
     is_main = jax.process_index() == 0
@@ -321,7 +322,17 @@ def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run
     state_sh = jax.tree.map(lambda x: x.sharding, state)
 
     manager = checkpoint.make_manager(workdir, config.checkpoint)
-    state, restored_step = checkpoint.restore_latest(manager, state)
+    try:
+        state, restored_step = checkpoint.restore_latest(manager, state)
+    except ValueError as e:
+        if not legacy:
+            raise
+        raise ValueError(
+            f"{e}\nThis workdir predates fft/methods: since then every method's optimizer starts "
+            "with global-norm clipping (supermask runs had none), so its optimizer state has another "
+            "layout. Its results and checkpoints still load for analysis (fft.analyze); to train "
+            "on, start a fresh workdir."
+        ) from e
     if restored_step is not None:
         logging.info("Resumed from checkpoint at step %d in %s", restored_step, workdir)
 
