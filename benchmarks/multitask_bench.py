@@ -116,7 +116,7 @@ def bench_method(name: str, model, params, batch, args) -> dict:
     n = batch["input_ids"].shape[0]
     mix_ids = {mix: task_ids_of(mix, n, args.tasks) for mix in MIXES}
 
-    server = multitask.MultiTaskServer(frozen, tasks, [f"t{t}" for t in range(args.tasks)])
+    server = multitask.MultiTaskServer(frozen, tasks, [f"t{t}" for t in range(args.tasks)], rows_per_call=0)
     server_peak = peak_bytes(server.lower(batch, mix_ids["all"]).compile())
     server.logits(batch, mix_ids["all"])  # Compiles the call `logits` makes (one for every mix).
     # The same server running the batch in chunks of `rows_per_call` examples (lax.map).

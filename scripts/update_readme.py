@@ -127,6 +127,39 @@ def bench_methods_table(path: pathlib.Path) -> str:
     return "\n".join(lines)
 
 
+def bench_multitask_table(path: pathlib.Path) -> str:
+    r = json.loads(path.read_text())
+    peft = r.get("peft")
+    lines = [(f"{r['tasks']} tasks on one MiniLM backbone, one batch of {r['batch']} examples at seq "
+              f"{r['seq']}; examples/s (`python benchmarks/multitask_bench.py`). server: the whole "
+              "batch in one call; chunked: the same call in chunks of "
+              f"{next(iter(r['methods'].values()))['memory']['chunked_rows']} rows; dense: each task's "
+              "merged model on its own examples, one task after another; PEFT: `adapter_names=` "
+              "mixed-batch inference in PyTorch (LoRA only)."), "",
+             ("| method | tasks in batch | server | chunked | dense one by one | PEFT mixed | chunked / dense "
+             "| chunked / PEFT |"), "|---|---|---|---|---|---|---|---|"]
+    for name, row in r["methods"].items():
+        for m in row["mixes"].values():
+            p = m.get("peft_mixed_ex_s") if peft and name == "lora" else None
+            peft_ex = "-" if p is None else f"{p:.1f}"
+            over_peft = "-" if p is None else f"{m['chunked_ex_s'] / p:.2f}x"
+            lines.append(f"| {name} | {m['tasks_in_batch']} | {m['server_ex_s']:.1f} | "
+                         f"{m['chunked_ex_s']:.1f} | {m['dense_ex_s']:.1f} | {peft_ex} | "
+                         f"{m['chunked_over_dense']:.2f}x | {over_peft} |")
+    lines += ["", ("| method | resident: server (task leaves) | resident: dense copies | resident ratio | "
+              "with program peak: chunked server | dense | ratio | max logit diff |"), "|---|---|---|---|---|---|---|---|"]
+    for name, row in r["methods"].items():
+        m = row["memory"]
+        lines.append(f"| {name} | {m['server_resident_bytes'] / 2**20:.1f} MiB ({m['server_task_bank_bytes'] / 2**20:.1f}) | "
+                     f"{m['dense_resident_bytes'] / 2**20:.1f} MiB | {m['resident_ratio']:.3f} | "
+                     f"{m['chunked_peak_bytes'] / 2**20:.1f} MiB | {m['dense_total_bytes'] / 2**20:.1f} MiB | "
+                     f"{m['chunked_total_ratio']:.3f} | {row['max_abs_logit_diff']:.1e} |")
+    if peft:
+        lines += ["", (f"PEFT's best case, one merged adapter on all {r['batch']} examples: "
+                      f"{peft['ex_s']['merged_one']:.1f} ex/s (torch {peft['torch']}, peft {peft['peft']}).")]
+    return "\n".join(lines)
+
+
 def bench_malloc_table(path: pathlib.Path) -> str:
     r = json.loads(path.read_text())
     lines = ["| seq | GLIBC_TUNABLES | page faults / step | user s / step | system s / step | ex/s | speed-up |",
@@ -145,6 +178,7 @@ RENDERERS = {
     "bench_serving": bench_serving_table,
     "bench_dropout": bench_dropout_table,
     "bench_methods": bench_methods_table,
+    "bench_multitask": bench_multitask_table,
     "bench_malloc": bench_malloc_table,
 }
 

@@ -42,13 +42,14 @@ class MultiTaskTest(parameterized.TestCase):
         tasks = [make(method_name, n, seed, **o) for seed, (n, o) in enumerate(zip(labels, options))]
         widest = max(labels)
         frozen = tasks[0][3]
-        server = multitask.MultiTaskServer(frozen, [(t[1], t[2]) for t in tasks], [f"t{i}" for i in range(len(tasks))])
+        server = multitask.MultiTaskServer(frozen, [(t[1], t[2]) for t in tasks], [f"t{i}" for i in range(len(tasks))],
+                                           rows_per_call=0)
         self.assertEqual(server.bank.num_labels, tuple(labels))
         b = batch(rows=6)
         task_ids = np.array([0, len(tasks) - 1, 1, 0, len(tasks) - 1, 1]) % len(tasks)
         out = server.logits(b, task_ids)
         self.assertEqual(out.shape, (6, widest))
-        chunked = multitask.MultiTaskServer(frozen, [(t[1], t[2]) for t in tasks], server.bank.names, rows_per_call=2)
+        chunked = multitask.MultiTaskServer(frozen, [(t[1], t[2]) for t in tasks], server.bank.names, rows_per_call=4)
         np.testing.assert_allclose(chunked.logits(b, task_ids), out, atol=2e-5)
         for i, t in enumerate(task_ids):
             _, m, trainable, fr = tasks[t]
@@ -61,6 +62,9 @@ class MultiTaskTest(parameterized.TestCase):
         b = make("lora", 2, 1, rank=2, targets="all_linear")
         with self.assertRaisesRegex(ValueError, "trains other leaves"):
             multitask.MultiTaskServer(a[3], [(a[1], a[2]), (b[1], b[2])], ["a", "b"])
+        server = multitask.MultiTaskServer(a[3], [(a[1], a[2])], ["a"])
+        with self.assertRaisesRegex(ValueError, "task id 1 out of range"):
+            server.logits(batch(rows=2), np.array([0, 1]))
         s = make("supermask", 2, 0)
         with self.assertRaisesRegex(ValueError, "no per-example serving"):
             multitask.MultiTaskServer(s[3], [(s[1], s[2])], ["s"])

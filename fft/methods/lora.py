@@ -55,8 +55,8 @@ TARGET_PRESETS = {
 INITS = ("kaiming", "gaussian")
 MODES = ("auto", "side", "merge")
 # `auto` picks `side` up to this many targets per encoder layer, else `merge`: side is faster for
-# query+value (0.57x vs 0.62x of full fine-tuning's step), merge for all linear layers (0.86x vs
-# 1.09x), MiniLM seq 128 batch 32 on 2 CPU cores (benchmarks/methods_bench.py).
+# query+value (0.65x vs 0.68x of full fine-tuning's step), merge for all linear layers (0.94x vs
+# 1.34x), MiniLM seq 128 batch 32 on 2 CPU cores (results/bench_methods.json).
 AUTO_SIDE_MAX_PER_LAYER = 2
 
 OPTIONS = {
