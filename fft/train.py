@@ -97,7 +97,7 @@ def initial_params(config: ml_collections.ConfigDict) -> Any:
 
 
 def method_key(config: ml_collections.ConfigDict) -> jax.Array:
-    """The key a method draws its new parameters from (LoRA factors, adapters)."""
+    """The key a method draws the parameters it adds from (low-rank factors, bottleneck layers)."""
     return jax.random.fold_in(jax.random.key(config.seed), 0x6D657468)
 
 
@@ -329,7 +329,7 @@ def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run
             raise
         raise ValueError(
             f"{e}\nThis workdir predates fft/methods: since then every method's optimizer starts "
-            "with global-norm clipping (supermask runs had none), so its optimizer state has another "
+            "with global-norm clipping (mask-score runs had none), so its optimizer state has another "
             "layout. Its results and checkpoints still load for analysis (fft.analyze); to train "
             "on, start a fresh workdir."
         ) from e
