@@ -345,15 +345,7 @@ def _read_weights(adapter_dir: pathlib.Path) -> dict[str, np.ndarray]:
     legacy = adapter_dir / LEGACY_WEIGHTS_NAME
     if not legacy.is_file():
         raise AdapterNotFoundError(f"{path} is missing (no adapter weights in {adapter_dir}).")
-    try:
-        import torch  # optional, only for legacy adapters.
-    except ImportError as e:
-        raise AdapterNotFoundError(
-            f"{path} is missing and {legacy.name} needs torch to read; convert it to safetensors "
-            "where torch is installed, or install torch."
-        ) from e
-    state = torch.load(legacy, map_location="cpu", weights_only=True)
-    return {k: v.float().numpy() for k, v in state.items()}
+    return loading.read_torch_state(legacy, path, AdapterNotFoundError)
 
 
 def _read_safetensors(path: pathlib.Path) -> dict[str, np.ndarray]:

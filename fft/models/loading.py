@@ -231,11 +231,17 @@ def read_state_dict(model_dir: pathlib.Path) -> dict[str, np.ndarray]:
     bin_path = model_dir / "pytorch_model.bin"
     if not bin_path.is_file():
         raise ModelNotFoundError(f"{single} is missing (no weights in {model_dir}).")
+    return read_torch_state(bin_path, single, ModelNotFoundError)
+
+
+def read_torch_state(bin_path: pathlib.Path, missing: pathlib.Path, error: type[Exception]) -> dict[str, np.ndarray]:
+    """A legacy PyTorch state dict (`.bin`) as float32 NumPy arrays; needs torch, else raises
+    `error` saying that `missing` (the safetensors file) is absent and how to get on."""
     try:
         import torch  # optional, only for legacy checkpoints.
     except ImportError as e:
-        raise ModelNotFoundError(
-            f"{single} is missing and {bin_path.name} needs torch to read; convert it to safetensors "
+        raise error(
+            f"{missing} is missing and {bin_path.name} needs torch to read; convert it to safetensors "
             "where torch is installed, or install torch."
         ) from e
     state = torch.load(bin_path, map_location="cpu", weights_only=True)
