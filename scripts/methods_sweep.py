@@ -76,7 +76,8 @@ def run_row(task, name, method, workdir, options) -> dict:
         return {**row, "dev": None}
     m = json.loads(path.read_text())
     metric, value = experiments.primary_metric(task, m["eval"]["dev"])
-    others = {k: round(100 * v, 2) for k, v in m["eval"]["dev"].items() if k not in (metric, "loss")}
+    others = {k: round(100 * v, 2) for k, v in m["eval"]["dev"].items()
+              if k not in (metric, "loss") and not (k == "combined" and len(m["eval"]["dev"]) <= 3)}
     return {
         **row, "metric": metric, "dev": round(value, 2), "dev_all": others, "trainable_params": m["trainable_params"],
         "total_params": m["total_params"], "stored_bytes": m["stored_bytes"],
@@ -126,7 +127,7 @@ def table(tasks) -> list[dict]:
         got += [run_row(*r) for r in runs([task], ORDER)]
         have = {r["method"] for r in got}
         got += [{"task": task, "method": n, "dev": None, "source": "not run"} for n in EARLIER
-                if n not in have and n in ("full", "bitfit")]
+                if n not in have]
         got.sort(key=lambda r: ORDER.index(r["method"]))
         full = next((r for r in got if r["method"] == "full" and r.get("dev") is not None), None)
         for r in got:
