@@ -83,5 +83,10 @@ def load_state_dict(workdir: str | pathlib.Path, step: int | None = None) -> tup
     step = max(steps) if step is None else step
     if step not in steps:
         raise FileNotFoundError(f"{directory}: no checkpoint at step {step} (have {sorted(steps)})")
-    restored = manager.restore(step, args=ocp.args.StandardRestore())
+    # Restore onto this process's first device whatever the topology that wrote it (N processes,
+    # N devices, sharded params): analysis reads a run anywhere, e.g. a pod's run on a laptop.
+    metadata = ocp.StandardCheckpointHandler().metadata(directory / str(step) / "default")
+    local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=local), metadata)
+    restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
     return jax.device_get(dict(restored)), step

@@ -38,6 +38,8 @@ def main(argv):
                 "num_processes": int(os.environ["JAX_NUM_PROCESSES"]),
                 "process_id": int(os.environ["JAX_PROCESS_ID"]),
             }
+        # CPU devices of several processes talk over gloo (GPU and TPU backends ignore this).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(**kwargs)
     if FLAGS.compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(FLAGS.compilation_cache_dir))

@@ -371,7 +371,8 @@ def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run
     run = Run(
         config=config, workdir=workdir, task=task, data=data, model_description=bundle.description,
         mesh=mesh, train_fn=train_fn, eval_fn=eval_fn, manager=manager, writer=writer, frozen=frozen,
-        rng=jax.device_put(dropout_key(config), repl),
+        # Made by a jitted call onto the mesh: device_put of a one-device key fails across processes.
+        rng=jax.jit(functools.partial(dropout_key, config), out_shardings=repl)(),
         steps_per_epoch=steps_per_epoch, num_steps=num_steps,
         initial_params=initial_params, distance_fn=distance_fn, cache=cache,
         method=method, metrics_fn=jax.jit(method.metrics) if method.metrics else None,

@@ -5,6 +5,7 @@
 # Many hosts:  run the same line on every host with
 #                JAX_COORDINATOR_ADDRESS=host0:12345 JAX_NUM_PROCESSES=N JAX_PROCESS_ID=i
 #              (SLURM and Open MPI jobs need none of these: jax detects them; set FFT_DISTRIBUTED=1).
+#              tests/multihost_test.py runs exactly this, 2 processes on one CPU machine.
 # First time on a host: INSTALL=1 installs fft with CUDA jax into the active Python environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
