@@ -531,11 +531,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         "platform": jax.devices()[0].platform,
     }
     if jax.process_index() == 0:
-        (workdir / "final_metrics.json").write_text(json.dumps(final, indent=1, sort_keys=True))
+        # Strict JSON: a value that is not finite (no training step ran, so no loss) is null.
+        (workdir / "final_metrics.json").write_text(
+            json.dumps(_finite_or_none(final), indent=1, sort_keys=True, allow_nan=False)
+        )
     logging.info("Final: %s", json.dumps(final["eval"], sort_keys=True))
     run.writer.flush()
     run.writer.close()
     return final
+
+
+def _finite_or_none(value: Any) -> Any:
+    """`value` with every float that is not finite replaced by None, recursively."""
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _save_train_time(workdir: pathlib.Path, step: int, seconds: float, examples: int) -> None:

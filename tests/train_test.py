@@ -75,6 +75,12 @@ class TrainTest(absltest.TestCase):
         again = train.train_and_evaluate(tiny_config(num_train_steps=9), workdir)
         self.assertEqual(again["resumed_from_step"], 9)
         self.assertAlmostEqual(again["eval"]["dev"]["loss"], longer["eval"]["dev"]["loss"], places=6)
+        # Its final_metrics.json stays strict JSON (no step ran, so there is no last loss: null).
+        def refuse(constant):
+            raise ValueError(f"{constant} in final_metrics.json")
+
+        written = json.loads((pathlib.Path(workdir) / "final_metrics.json").read_text(), parse_constant=refuse)
+        self.assertIsNone(written["last_train_loss"])
         # Example counts (and with them training time) accumulate over resumed segments:
         # train_time.json has one record per checkpoint, 8 rows per step.
         history = json.loads((pathlib.Path(workdir) / "train_time.json").read_text())
