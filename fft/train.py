@@ -34,6 +34,7 @@ from fft import (
     sharding,
     steps,
     tree_paths,
+    validate,
     writers,
 )
 from fft import progress as progress_lib
@@ -284,6 +285,7 @@ def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run
     checkpoint) and the jitted steps."""
     legacy = "method" not in config  # Written before methods were parts.
     config = methods.upgrade_config(config)
+    validate.check(config)  # Before anything is written to the workdir.
     methods.check_config(config)
     is_main = jax.process_index() == 0
     writer = writers.create_writer(workdir, just_logging=not is_main)
