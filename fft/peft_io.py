@@ -299,14 +299,10 @@ def read_config(adapter_dir: str | os.PathLike) -> dict[str, Any]:
     """
     adapter_dir = pathlib.Path(adapter_dir)
     path = adapter_dir / CONFIG_NAME
-    if not adapter_dir.is_dir():
-        raise AdapterNotFoundError(f"Adapter folder {adapter_dir} does not exist.")
-    if not path.is_file():
-        raise AdapterNotFoundError(f"{path} is missing; a PEFT adapter folder has one.")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise AdapterError(f"{path}: not valid JSON ({e}).") from e
+    config = loading.read_folder_json(
+        adapter_dir, CONFIG_NAME, "Adapter", "a PEFT adapter folder",
+        missing=AdapterNotFoundError, invalid=AdapterError,
+    )
     if not isinstance(config, dict):
         raise AdapterError(f"{path}: expected a JSON object.")
     peft_type = config.get("peft_type")

@@ -50,6 +50,10 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from scripts import fixture_inputs
+
 FIXTURES = pathlib.Path("tests/fixtures/peft")
 TINY_DIR = "tests/fixtures/tiny_bert_cls"
 MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -128,21 +132,11 @@ FFT_SAVED: dict[str, tuple[str, int, int, float, tuple[str, ...], tuple[str, ...
 }
 
 
-def random_batch(vocab_size: int, lengths: tuple[int, ...], seed: int) -> dict[str, np.ndarray]:
-    """Random ids, right padding: row i has lengths[i] real tokens, token type 1 in its 2nd half."""
-    rng = np.random.default_rng(seed)
-    seq = max(lengths)
-    ids = rng.integers(1, vocab_size, size=(len(lengths), seq)).astype(np.int64)
-    mask = (np.arange(seq)[None, :] < np.array(lengths)[:, None]).astype(np.int64)
-    types = ((np.arange(seq)[None, :] >= np.array(lengths)[:, None] // 2) * mask).astype(np.int64)
-    return {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": types}
-
-
 def batch_for(base: str, seed: int) -> dict[str, np.ndarray]:
     """The inputs a fixture's logits are computed on."""
     if base == TINY_DIR:
-        return random_batch(100, _TINY_LENGTHS, seed)
-    return random_batch(30522, _MINILM_LENGTHS, seed)
+        return fixture_inputs.random_batch(100, _TINY_LENGTHS, seed)
+    return fixture_inputs.random_batch(30522, _MINILM_LENGTHS, seed)
 
 
 # --- fft side (project venv) ---------------------------------------------------------------------

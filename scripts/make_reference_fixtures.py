@@ -23,10 +23,15 @@ Writes, under `tests/fixtures/`:
 
 import argparse
 import pathlib
+import sys
 
 import numpy as np
 import torch
 import transformers
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from scripts import fixture_inputs
 
 _PAIRS = (
     ("A man is playing a guitar on the stage.", "Someone performs music in front of a crowd."),
@@ -53,16 +58,6 @@ def _perturb_(model: torch.nn.Module, seed: int) -> None:
     with torch.no_grad():
         for param in model.parameters():
             param.add_(0.1 * torch.randn(param.shape, generator=gen))
-
-
-def _random_batch(vocab_size: int, lengths: tuple[int, ...], seed: int) -> dict[str, np.ndarray]:
-    """Random ids with right padding: row i has lengths[i] real tokens."""
-    rng = np.random.default_rng(seed)
-    seq = max(lengths)
-    ids = rng.integers(1, vocab_size, size=(len(lengths), seq)).astype(np.int64)
-    mask = (np.arange(seq)[None, :] < np.array(lengths)[:, None]).astype(np.int64)
-    types = ((np.arange(seq)[None, :] >= np.array(lengths)[:, None] // 2) * mask).astype(np.int64)
-    return {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": types}
 
 
 def _as_float32(tensor: torch.Tensor) -> np.ndarray:
@@ -99,7 +94,7 @@ def make_tiny_distilbert(out_dir: pathlib.Path) -> None:
     model = transformers.DistilBertModel(config).eval()
     _perturb_(model, seed=1)
     model.save_pretrained(out_dir)
-    batch = _random_batch(config.vocab_size, lengths=(12, 7, 3), seed=2)
+    batch = fixture_inputs.random_batch(config.vocab_size, lengths=(12, 7, 3), seed=2)
     with torch.no_grad():
         outputs = model(
             input_ids=torch.from_numpy(batch["input_ids"]),
@@ -127,7 +122,7 @@ def make_tiny_bert_cls(out_dir: pathlib.Path) -> None:
     model = transformers.BertForSequenceClassification(config).eval()
     _perturb_(model, seed=1)
     model.save_pretrained(out_dir)
-    batch = _random_batch(config.vocab_size, lengths=(10, 10, 4), seed=3)
+    batch = fixture_inputs.random_batch(config.vocab_size, lengths=(10, 10, 4), seed=3)
     inputs = {k: torch.from_numpy(v) for k, v in batch.items()}
     with torch.no_grad():
         base = model.bert(**inputs)

@@ -186,14 +186,10 @@ def load_pretrained(model_dir: str | os.PathLike) -> Pretrained:
     """
     model_dir = pathlib.Path(model_dir)
     config_path = model_dir / "config.json"
-    if not model_dir.is_dir():
-        raise ModelNotFoundError(f"Model folder {model_dir} does not exist.")
-    if not config_path.is_file():
-        raise ModelNotFoundError(f"{config_path} is missing; a Hugging Face model folder has one.")
-    try:
-        hf_config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{config_path}: not valid JSON ({e})") from e
+    hf_config = read_folder_json(
+        model_dir, "config.json", "Model", "a Hugging Face model folder",
+        missing=ModelNotFoundError, invalid=CheckpointError,
+    )
     model_type = hf_config.get("model_type")
     if model_type not in models.MODEL_TYPES:
         raise CheckpointError(
@@ -232,6 +228,23 @@ def read_state_dict(model_dir: pathlib.Path) -> dict[str, np.ndarray]:
     if not bin_path.is_file():
         raise ModelNotFoundError(f"{single} is missing (no weights in {model_dir}).")
     return read_torch_state(bin_path, single, ModelNotFoundError)
+
+
+def read_folder_json(
+    folder: pathlib.Path, name: str, kind: str, has_one: str, *,
+    missing: type[Exception], invalid: type[Exception],
+) -> Any:
+    """The JSON file `name` of a model or adapter folder: `missing` if the folder or the file is
+    absent, `invalid` if it is not JSON (each message names the path)."""
+    path = folder / name
+    if not folder.is_dir():
+        raise missing(f"{kind} folder {folder} does not exist.")
+    if not path.is_file():
+        raise missing(f"{path} is missing; {has_one} has one.")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise invalid(f"{path}: not valid JSON ({e}).") from e
 
 
 def read_torch_state(bin_path: pathlib.Path, missing: pathlib.Path, error: type[Exception]) -> dict[str, np.ndarray]:
