@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fft import tree_paths
-from fft.methods import base
+from fft.methods import base, lora
 from fft.models import bert
 
 _PADDED_AXES = {"a": -1, "b": -2}  # LoRA factors: A [in, r] pads r last, B [r, out] pads r first.
@@ -131,8 +131,7 @@ def interceptor(owned: Mapping[str, Mapping[str, jax.Array]]):
             else:
                 y = next_fun(*args, **kwargs)
             if "lora_a" in leaves:  # Scale folded into B (Serving.prepare).
-                low = jnp.einsum("b...i,bir->b...r", x, leaves["lora_a"].astype(x.dtype))
-                y = y + jnp.einsum("b...r,bro->b...o", low, leaves["lora_b"].astype(x.dtype)).astype(y.dtype)
+                y = y + lora.low_rank(x, leaves["lora_a"], leaves["lora_b"]).astype(y.dtype)
             return y
         if isinstance(module, nn.LayerNorm):
             x = args[0].astype(jnp.float32)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -112,18 +113,18 @@ def num_layers(model: Any) -> int:
 # Shared pieces
 
 
+_LAYER = re.compile(r"(?:^|.*/)encoder/layer_(\d+)/")
+
+
 def lowest_layer(paths, num: int) -> int:
     """The lowest encoder layer any of ``paths`` lies in (``num`` if none); 0 if a path is in the
     embeddings. Paths may carry a prefix (``lora/encoder/layer_3/...``)."""
     lowest = num
     for path in paths:
-        parts = path.split("/")
-        if "embeddings" in parts[:2]:
+        if "embeddings" in path.split("/")[:2]:
             return 0
-        for i, part in enumerate(parts[:-1]):
-            if part == "encoder" and parts[i + 1].startswith("layer_"):
-                lowest = min(lowest, int(parts[i + 1][len("layer_") :]))
-                break
+        if m := _LAYER.match(path):
+            lowest = min(lowest, int(m.group(1)))
     return lowest
 
 

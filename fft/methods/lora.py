@@ -175,6 +175,15 @@ class SideModel:
             return self.base.apply({"params": params}, *args, **kwargs)
 
 
+def low_rank(x: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
+    """``(x A) B`` in x's dtype; per-example factors ([batch, in, r], [batch, r, out]) apply
+    example i's factors to row i of x [batch, ..., in]."""
+    a, b = a.astype(x.dtype), b.astype(x.dtype)
+    if a.ndim == 3:
+        return jnp.einsum("b...r,bro->b...o", jnp.einsum("b...i,bir->b...r", x, a), b)
+    return jnp.matmul(jnp.matmul(x, a), b)
+
+
 def side_interceptor(factors: Mapping[str, Mapping[str, Any]], scale: float, dropout: float, deterministic: bool):
     """A flax method interceptor adding the low-rank path to the Dense layers named in ``factors``."""
 
@@ -189,13 +198,7 @@ def side_interceptor(factors: Mapping[str, Mapping[str, Any]], scale: float, dro
         x = args[0]
         if dropout and not deterministic:
             x = hashed_dropout.dropout(x, dropout, module.make_rng("dropout"))
-        a, b = ab["a"].astype(x.dtype), ab["b"].astype(x.dtype)
-        if a.ndim == 3:  # Per-example factors [batch, in, r], [batch, r, out].
-            low = jnp.einsum("b...i,bir->b...r", x, a)
-            side = jnp.einsum("b...r,bro->b...o", low, b)
-        else:
-            side = jnp.matmul(jnp.matmul(x, a), b)
-        return y + side.astype(y.dtype) * jnp.asarray(scale, y.dtype)
+        return y + low_rank(x, ab["a"], ab["b"]).astype(y.dtype) * jnp.asarray(scale, y.dtype)
 
     return interceptor
 
