@@ -92,11 +92,6 @@ def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
     return methods.upgrade_config(ml_collections.ConfigDict(json.loads(path.read_text())))
 
 
-def initial_params(config: ml_collections.ConfigDict) -> Any:
-    """The full parameter tree a run starts from (pretrained encoder + seeded head), on the host."""
-    return load_model(config, glue.get_task(config.task).num_labels).params
-
-
 def method_key(config: ml_collections.ConfigDict) -> jax.Array:
     """The key a method draws the parameters it adds from (low-rank factors, bottleneck layers)."""
     return jax.random.fold_in(jax.random.key(config.seed), 0x6D657468)
