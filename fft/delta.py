@@ -26,7 +26,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
-from fft import tree_paths
+from fft import errors, tree_paths
 
 DEFAULT_ALLOW_NEW = r"(pre_classifier|classifier)/.*"
 _DTYPES = {
@@ -36,7 +36,7 @@ _DTYPES = {
 }  # fmt: skip
 
 
-class DeltaError(ValueError):
+class DeltaError(errors.FftError, ValueError):
     """A delta does not fit the tree it is applied to, or cannot be written."""
 
 

@@ -67,7 +67,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from fft import tree_paths
+from fft import errors, tree_paths
 
 Rules = Sequence[tuple[str, str]]
 Table = dict[str, dict[str, jax.Array]]
@@ -99,7 +99,7 @@ NEW_LEAVES = r"(?:.+/)?adapter/.+"
 NEW_PREFIX = "new/"  # Group names of new leaves: NEW_PREFIX + the rules' group name.
 
 
-class TreeMismatchError(ValueError):
+class TreeMismatchError(errors.FftError, ValueError):
     """Two trees differ in paths, shapes or dtypes; ``path`` is the first differing path."""
 
     def __init__(self, path: str, message: str):

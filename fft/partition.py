@@ -39,7 +39,7 @@ import jax
 import numpy as np
 import optax
 
-from fft import distances, models, tree_paths
+from fft import distances, errors, models, tree_paths
 
 Rule = tuple[str, str]
 FROZEN = "frozen"
@@ -49,7 +49,7 @@ _LAYER = re.compile(r"encoder/layer_(\d+)/.*")
 _LAYER_GROUP = r"layer_\d+"
 
 
-class PartitionError(ValueError):
+class PartitionError(errors.FftError, ValueError):
     """A partition rule, preset or label tree is invalid for the given parameters."""
 
 

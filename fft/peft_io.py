@@ -37,7 +37,7 @@ import numpy as np
 from flax import traverse_util
 from safetensors import numpy as safetensors_numpy
 
-from fft import models
+from fft import errors, models
 from fft.models import loading
 
 CONFIG_NAME = "adapter_config.json"
@@ -75,11 +75,11 @@ _MUTATING_INITS = ("pissa", "olora", "corda", "loftq")
 _SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16}
 
 
-class AdapterError(ValueError):
+class AdapterError(errors.FftError, ValueError):
     """A PEFT adapter that fft cannot read: wrong method, architecture, names or shapes."""
 
 
-class AdapterNotFoundError(FileNotFoundError):
+class AdapterNotFoundError(errors.FftError, FileNotFoundError):
     """The adapter folder, its adapter_config.json or its weights file is missing."""
 
 

@@ -12,10 +12,13 @@ from typing import Any
 
 import ml_collections
 
+from fft import errors
+
 DTYPES = ("float32", "bfloat16", "float16")
+DROPOUT_RNGS = ("rbg", "threefry2x32", "unsafe_rbg")  # PRNG kinds of the dropout key.
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.FftError, ValueError):
     """A config field is out of range; the message names it."""
 
 
@@ -72,7 +75,11 @@ def check(config: ml_collections.ConfigDict) -> None:
     in_range("optim.max_grad_norm", 0.0, math.inf, False, True)
     in_range("num_epochs", 0.0, math.inf, False, True)
     if not _get(config, "num_train_steps") and not _get(config, "num_epochs"):
-        fail("num_epochs", _get(config, "num_epochs"), "and num_train_steps are both 0: nothing to train")
-    dtype = _get(config, "model.dtype")
-    if dtype is not None and dtype not in DTYPES:
-        fail("model.dtype", dtype, f"valid: {', '.join(DTYPES)}")
+        raise ConfigError(
+            f"config.num_epochs={_get(config, 'num_epochs')!r} and config.num_train_steps="
+            f"{_get(config, 'num_train_steps')!r}: nothing to train"
+        )
+    for path, valid in (("model.dtype", DTYPES), ("dropout_rng", DROPOUT_RNGS)):
+        value = _get(config, path)
+        if value is not None and value not in valid:
+            fail(path, value, f"valid: {', '.join(valid)}")

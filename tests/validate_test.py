@@ -23,7 +23,7 @@ class ValidateTest(parameterized.TestCase):
         ({"optim.lr": -1e-3}, r"config.optim.lr=-0.001"),
         ({"optim.warmup_fraction": 1.0}, r"config.optim.warmup_fraction=1.0: must be in \[0, 1\)"),
         ({"optim.max_grad_norm": -1.0}, r"config.optim.max_grad_norm=-1.0"),
-        ({"num_train_steps": 0, "num_epochs": 0.0}, r"config.num_epochs=0.0: and num_train_steps are both 0"),
+        ({"num_train_steps": 0, "num_epochs": 0.0}, r"config.num_epochs=0.0 and config.num_train_steps=0: nothing to train"),
         ({"num_train_steps": -2}, r"config.num_train_steps=-2: must be an integer >= 0"),
         ({"model.dtype": "float33"}, r"config.model.dtype='float33': valid: float32, bfloat16, float16"),
     )

@@ -21,8 +21,10 @@ from typing import Any, NamedTuple
 
 from absl import logging
 
+from fft import console, errors
 
-class DataError(ValueError):
+
+class DataError(errors.FftError, ValueError):
     """A GLUE file is missing or does not have the official layout."""
 
 
@@ -158,7 +160,7 @@ def get_task(name: str | TaskSpec) -> TaskSpec:
         return name
     key = str(name).lower().replace("-", "").replace("_", "")
     if key not in TASKS:
-        raise ValueError(f"Unknown GLUE task {name!r}; valid: {', '.join(TASKS)}")
+        raise DataError(f"Unknown GLUE task {name!r}; valid: {', '.join(TASKS)}")
     return TASKS[key]
 
 
@@ -271,8 +273,11 @@ def read_tsv(
             raise DataError(
                 f"{path}:{_first_bad_line(path)}: not UTF-8 text ({e.reason})"
             ) from None
+    if not examples:
+        more = f" ({len(skipped)} malformed rows skipped; first: {skipped[0]})" if skipped else ""
+        raise DataError(f"{path}: no examples, only a header{more}")
     if skipped:
-        logging.warning("%s: skipped %d malformed rows; first: %s", path, len(skipped), skipped[0])
+        console.warn(f"{path}: skipped {len(skipped)} malformed rows; first: {skipped[0]}")
     return examples
 
 
@@ -303,9 +308,9 @@ def load_examples(
     if source == "tfds":
         return _load_tfds(spec, split, data_dir)
     if source != "tsv":
-        raise ValueError(f"Unknown source {source!r}; valid: 'tsv', 'tfds'")
+        raise DataError(f"config.data.source={source!r}: valid: 'tsv', 'tfds'")
     if data_dir is None:
-        raise ValueError("source='tsv' needs data_dir, the folder holding <TASK>/<split>.tsv")
+        raise DataError("config.data.dir is empty: source='tsv' needs the folder holding <TASK>/<split>.tsv")
     path = os.path.join(os.fspath(data_dir), spec.file_dir, spec.file_name(split))
     if not os.path.isfile(path):
         raise MissingDataError(

@@ -39,13 +39,13 @@ import jax
 import ml_collections
 import optax
 
-from fft import optim, tree_paths
+from fft import errors, optim, tree_paths
 from fft.steps import merge_trees
 
 Tree = Any
 
 
-class MethodError(ValueError):
+class MethodError(errors.FftError, ValueError):
     """A method's options are invalid for the run's model or config; the message names the field."""
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from flax import traverse_util
 from safetensors import numpy as safetensors_numpy
 
-from fft import models
+from fft import errors, models
 from fft.models import bert
 
 MINILM_HUB_NAME = "sentence-transformers/all-MiniLM-L6-v2"  # What the packaged model is on the hub.
@@ -58,11 +58,11 @@ _LEAVES = {
 }
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(errors.FftError, FileNotFoundError):
     """A model name or folder could not be turned into a readable checkpoint."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(errors.FftError, ValueError):
     """A checkpoint's weights do not fit the model: missing, unexpected, or of the wrong shape."""
 
 
