@@ -2,15 +2,15 @@
 
 Command lines:
   # Packaged all-MiniLM-L6-v2 on RTE, 3 epochs (about 10 minutes on 2 CPU cores):
-  python -m fft.main --config=configs/glue.py:task=rte --workdir=runs/rte
+  fft train --config=configs/glue.py:task=rte --workdir=runs/rte
   # Another task, another learning rate:
-  python -m fft.main --config=configs/glue.py:task=cola --config.optim.lr=3e-5 --workdir=runs/cola
+  fft train --config=configs/glue.py:task=cola --config.optim.lr=3e-5 --workdir=runs/cola
   # A local Hugging Face-format folder (config.json + model.safetensors + tokenizer files):
-  python -m fft.main --config=configs/glue.py:task=stsb,model=/path/to/bert --workdir=runs/stsb
+  fft train --config=configs/glue.py:task=stsb,model=/path/to/bert --workdir=runs/stsb
   # Smoke test: a 2-layer random-init model, a few steps, a slice of the data:
-  python -m fft.main --config=configs/glue.py:task=rte,tiny --workdir=/tmp/fft_tiny
+  fft train --config=configs/glue.py:task=rte,tiny --workdir=/tmp/fft_tiny
   # Another fine-tuning method (fft/methods), with its options in its own block:
-  python -m fft.main --config=configs/glue.py:task=rte,method=lora --config.lora.rank=4 \
+  fft train --config=configs/glue.py:task=rte,method=lora --config.lora.rank=4 \
       --config.optim.lr=5e-4 --workdir=runs/rte_lora
 """
 

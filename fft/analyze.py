@@ -33,11 +33,15 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from fft import distances
+from fft import distances, errors
 
 PathLike = str | os.PathLike
 _TABLE_COLUMNS = ("l1", "l2", "linf", "rel_l1", "rel_l2", "cosine", "angle_deg", "frac_changed")
 _NOT_PLOTTED = (distances.TOTAL, "head", "other")
+
+
+class InputError(errors.FftError, FileNotFoundError, ValueError):
+    """A file or run given to the analysis is missing or of an unknown kind."""
 
 
 def load_params(path: PathLike) -> dict[str, Any]:
@@ -56,7 +60,7 @@ def load_params(path: PathLike) -> dict[str, Any]:
     """
     path = pathlib.Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or directory")
+        raise InputError(f"{path}: no such file or directory")
     if path.is_dir():
         return run_params(path)[1]
     if path.suffix == ".npz":
@@ -66,7 +70,7 @@ def load_params(path: PathLike) -> dict[str, Any]:
         from safetensors.flax import load_file  # keeps bf16 leaves as bf16
 
         return dict(load_file(str(path)))
-    raise ValueError(f"{path}: expected a .npz or .safetensors file or a checkpoint directory")
+    raise InputError(f"{path}: expected a .npz or .safetensors file or a checkpoint directory")
 
 
 def run_params(workdir: PathLike) -> tuple[dict[str, Any], dict[str, Any], int]:
@@ -82,7 +86,7 @@ def run_params(workdir: PathLike) -> tuple[dict[str, Any], dict[str, Any], int]:
 
     workdir = pathlib.Path(workdir)
     if not (workdir / "config.json").is_file():
-        raise FileNotFoundError(f"{workdir}: no config.json; expected a run's workdir")
+        raise InputError(f"{workdir}: no config.json; expected a run's workdir")
     config = train.load_run_config(workdir)
     state, step = checkpoint.load_state_dict(workdir)
     initial, final = train.task_params(config, state["params"])

@@ -243,3 +243,7 @@ def main() -> None:
 
     malloc_tuning.reexec_with_malloc_tuning()  # Restarts once with tuned malloc where it applies.
     sys.exit(run(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

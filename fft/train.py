@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import pathlib
 import time
 from typing import Any
@@ -25,7 +26,9 @@ from absl import logging
 
 from fft import (
     checkpoint,
+    console,
     distances,
+    errors,
     feature_cache,
     methods,
     metrics,
@@ -75,7 +78,9 @@ def load_model(config: ml_collections.ConfigDict, num_labels: int) -> ModelBundl
         model = models.create_model("bert", model_config, num_labels, dtype)
         params = jax.device_get(jax.jit(functools.partial(_random_init, model))(rng))
         tokenizer_dir = loading.resolve_model_dir(rand.tokenizer)
-        return ModelBundle(model, params, tokenizer_dir, f"random-init bert {fields}")
+        shape = (f"{fields['num_layers']} layers, hidden {fields['hidden_size']}, {fields['num_heads']} heads, "
+                 f"ffn {fields['intermediate_size']}")
+        return ModelBundle(model, params, tokenizer_dir, f"random-init bert ({shape})")
     model_dir = loading.resolve_model_dir(config.model.name)
     pretrained = loading.load_pretrained(model_dir)
     model = models.create_model(pretrained.model_type, pretrained.model_config, num_labels, dtype)
@@ -88,7 +93,7 @@ def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
     written before methods were parts (see `methods.upgrade_config`) name the same method."""
     path = pathlib.Path(workdir) / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; is {workdir} a run's workdir?")
+        raise errors.RunError(f"{path}: missing; is {workdir} a run's workdir?")
     return methods.upgrade_config(ml_collections.ConfigDict(json.loads(path.read_text())))
 
 
@@ -106,6 +111,24 @@ def task_params(config: ml_collections.ConfigDict, trained: Any) -> tuple[Any, A
     return bundle.params, jax.device_get(method.merged(trained, frozen))
 
 
+def export_run(workdir: str | pathlib.Path, *, out_dir: str | pathlib.Path | None = None,
+               step: int | None = None) -> dict[str, Any]:
+    """Writes a run's task as its method stores it (delta, mask bits, PEFT adapter folder) from a
+    checkpoint (default the latest) into `out_dir` (default the workdir), e.g. after training
+    with `export_delta=False`, or from an earlier step. Returns the method's export report with
+    the written `file` path and the `step`."""
+    workdir = pathlib.Path(workdir)
+    config = load_run_config(workdir)
+    state, step = checkpoint.load_state_dict(workdir, step)
+    bundle = load_model(config, glue.get_task(config.task).num_labels)
+    method = methods.create(config, bundle.model)
+    out = pathlib.Path(out_dir) if out_dir else workdir
+    out.mkdir(parents=True, exist_ok=True)
+    metadata = {"task": config.task, "model": bundle.description, "method": method.description, "step": str(step)}
+    report = method.export(state["params"], out, metadata)
+    return {**report, "file": str(out / report["file"]), "step": step}
+
+
 def _onto_mesh(mesh, x: jax.Array) -> jax.Array:
     """Replicates over the mesh an array that jit left on one device (e.g. optimizer counters)."""
     if x.sharding.device_set == set(mesh.devices.flat):
@@ -113,14 +136,12 @@ def _onto_mesh(mesh, x: jax.Array) -> jax.Array:
     return jax.device_put(x, sharding.replicated(mesh))
 
 
-DROPOUT_RNGS = ("rbg", "threefry2x32", "unsafe_rbg")
+DROPOUT_RNGS = validate.DROPOUT_RNGS
 
 
 def dropout_key(config: ml_collections.ConfigDict) -> jax.Array:
     """The run's dropout key, seeded by `config.seed + 1`, of PRNG kind `config.dropout_rng`."""
     impl = config.get("dropout_rng", DROPOUT_RNGS[0])  # Configs that predate the field: the default.
-    if impl not in DROPOUT_RNGS:
-        raise ValueError(f"config.dropout_rng={impl!r}; valid: {', '.join(DROPOUT_RNGS)}")
     return jax.random.key(config.seed + 1, impl=impl)
 
 
@@ -208,11 +229,29 @@ def total_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
 
 def check_finite(step: int, loss: float, workdir: pathlib.Path) -> None:
     if not math.isfinite(loss):
-        raise FloatingPointError(
-            f"Training loss is {loss} at step {step}; stopping before it reaches a checkpoint. "
-            f"The last good checkpoint in {workdir / 'checkpoints'} is kept. Try a lower "
-            "--config.optim.lr, --config.optim.max_grad_norm=1.0, or --config.model.dtype=float32."
+        raise errors.RunError(
+            f"training loss is {loss} at step {step} ({workdir}); stopped before it reached a "
+            "checkpoint, the last good one is kept",
+            hint="a lower --config.optim.lr, --config.optim.max_grad_norm=1.0 or "
+            "--config.model.dtype=float32",
         )
+
+
+def is_finished(workdir: pathlib.Path, restored_step: int | None, num_steps: int) -> bool:
+    """Whether the workdir holds a finished run: its last checkpoint and its final metrics."""
+    return restored_step is not None and restored_step >= num_steps and (workdir / "final_metrics.json").is_file()
+
+
+def prepare_workdir(workdir: pathlib.Path) -> None:
+    """Creates the workdir; a path that is a file or a folder fft cannot write is an error."""
+    if workdir.exists() and not workdir.is_dir():
+        raise errors.RunError(f"--workdir={workdir}: is a file, not a folder")
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise errors.RunError(f"--workdir={workdir}: cannot create it ({e.strerror})") from None
+    if not os.access(workdir, os.W_OK | os.X_OK):
+        raise errors.RunError(f"--workdir={workdir}: not writable")
 
 
 def make_optimizer(config: ml_collections.ConfigDict, method: methods.Method, trainable: Any, num_steps: int):
@@ -229,12 +268,12 @@ def build_feature_cache(config, method, data, trainable_host, params, frozen, me
     """Runs the layers below the method's lowest changed layer once over the training set (see
     fft.feature_cache)."""
     if jax.process_count() > 1:
-        raise NotImplementedError("feature_cache runs in a single process for now")
+        raise errors.RunError("config.feature_cache=True: runs in a single process for now")
     start = method.cache_start(trainable_host)
     if start == 0:
-        raise ValueError(
-            f"feature_cache needs frozen embeddings and a frozen bottom encoder layer; method "
-            f"{method.description!r} changes them"
+        raise validate.ConfigError(
+            f"config.feature_cache=True: needs frozen embeddings and a frozen bottom encoder layer; "
+            f"method {method.description!r} changes them"
         )
     t0 = time.perf_counter()
     cache = feature_cache.build(
@@ -242,7 +281,7 @@ def build_feature_cache(config, method, data, trainable_host, params, frozen, me
         batch_size=config.eval_batch_size, buckets=data.buckets, mesh=mesh,
     )
     seconds = time.perf_counter() - t0
-    logging.info("Feature cache of layers 0..%d built in %.1fs", start - 1, seconds)
+    console.info(f"feature cache of layers 0..{start - 1} built in {seconds:.1f}s")
     return dataclasses.replace(cache, build_seconds=seconds)
 
 
@@ -282,11 +321,7 @@ def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run
     config = methods.upgrade_config(config)
     validate.check(config)  # Before anything is written to the workdir.
     methods.check_config(config)
-    is_main = jax.process_index() == 0
-    writer = writers.create_writer(workdir, just_logging=not is_main)
-    if is_main:
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=1, sort_keys=True))
-        writer.write_hparams(tree_paths.flatten(config.to_dict(), sep="."))
+    prepare_workdir(workdir)
     task = glue.get_task(config.task)
     bundle = load_model(config, task.num_labels)
     logging.info("Model: %s", bundle.description)
@@ -304,7 +339,10 @@ def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run
     )
 
     if config.batch_size % mesh.shape["data"]:
-        raise ValueError(f"batch_size {config.batch_size} does not split over {mesh.shape['data']} data shards")
+        raise validate.ConfigError(
+            f"config.batch_size={config.batch_size}: does not split over the mesh's "
+            f"{mesh.shape['data']} data shards"
+        )
     trainable_host, frozen_host = method.init(bundle.params, method_key(config))
     trainable_host, frozen_host = jax.device_get((trainable_host, frozen_host))
     tx, schedules = make_optimizer(config, method, trainable_host, num_steps)
@@ -321,17 +359,25 @@ def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run
     manager = checkpoint.make_manager(workdir, config.checkpoint)
     try:
         state, restored_step = checkpoint.restore_latest(manager, state)
-    except ValueError as e:
+    except errors.CheckpointError as e:
         if not legacy:
             raise
-        raise ValueError(
-            f"{e}\nThis workdir predates fft/methods: since then every method's optimizer starts "
-            "with global-norm clipping (mask-score runs had none), so its optimizer state has another "
-            "layout. Its results and checkpoints still load for analysis (fft.analyze); to train "
-            "on, start a fresh workdir."
+        raise errors.CheckpointError(
+            f"{e}; this workdir predates fft/methods: since then every method's optimizer starts "
+            "with global-norm clipping (mask-score runs had none), so its optimizer state has "
+            "another layout",
+            hint="its results and checkpoints still load for analysis (fft analyze); to train on, "
+            "start a fresh workdir",
         ) from e
     if restored_step is not None:
         logging.info("Resumed from checkpoint at step %d in %s", restored_step, workdir)
+    # Written once the checkpoint is known to fit this config: a failed resume leaves the
+    # workdir's config.json describing its checkpoints. A finished run is left as it is.
+    is_main = jax.process_index() == 0 and not is_finished(workdir, restored_step, num_steps)
+    writer = writers.create_writer(workdir, just_logging=not is_main)
+    if is_main:
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=1, sort_keys=True))
+        writer.write_hparams(tree_paths.flatten(config.to_dict(), sep="."))
 
     batch_sh = sharding.batch_sharding(mesh)
     regression = is_regression(task)
@@ -384,12 +430,15 @@ def _learning_rates(schedules, step: jax.Array) -> dict[str, jax.Array]:
     return {f"train/learning_rate/{label}": schedule(step) for label, schedule in schedules.items()}
 
 
-def evaluate_all(run: Run, state: steps.TrainState, step: int) -> dict[str, dict[str, float]]:
+def evaluate_all(run: Run, state: steps.TrainState, step: int, say=console.info) -> dict[str, dict[str, float]]:
+    """Evaluates every eval split (and the tracked distances and method metrics) at `step`; one
+    console line per split through `say`."""
     results = {}
     for split, encoded in run.data.evals.items():
         results[split] = run.eval_fn(state.params, run.frozen, encoded)
         run.writer.write_scalars(step, {f"eval/{split}/{k}": v for k, v in results[split].items()})
         logging.info("eval %s at step %d: %s", split, step, results[split])
+        say(f"eval {split} at step {step}: {console.format_metrics(results[split])}")
     if run.distance_fn is not None:
         log_distances(run, state, step)
     if run.metrics_fn is not None:
@@ -433,7 +482,7 @@ def train_loop(run: Run, state: steps.TrainState, first_step: int) -> tuple[step
     Returns the final state and a summary (timing, last loss, last evaluation)."""
     config = run.config
     eval_every = config.eval_every_steps or run.steps_per_epoch
-    progress = progress_lib.Progress(run.num_steps, first_step)
+    progress = console.TrainProgress(run.num_steps, first_step)
     paused = 0.0  # Seconds spent in evaluation and checkpointing, excluded from training time.
     summary = {"examples_seen": 0, "last_train_loss": float("nan"), "eval": {}}
     # A resumed run continues the training time and example count of its earlier segments.
@@ -459,9 +508,10 @@ def train_loop(run: Run, state: steps.TrainState, first_step: int) -> tuple[step
             check_finite(done, scalars["train/loss"], run.workdir)
             summary["last_train_loss"] = scalars["train/loss"]
             if due_log:
-                scalars.update(progress.rates(done))
+                scalars.update(progress.rates.rates(done))
                 run.writer.write_scalars(done, scalars)
-                progress.log(done, f"loss {scalars['train/loss']:.4f}")
+                logging.info("step %d: %s", done, _short(scalars))
+                progress.report(done, scalars["train/loss"], _first_learning_rate(scalars))
         if not (due_save or due_eval):
             continue
         jax.block_until_ready(state)  # Charge pending training work to training time.
@@ -470,12 +520,19 @@ def train_loop(run: Run, state: steps.TrainState, first_step: int) -> tuple[step
             checkpoint.save(run.manager, done, state, force=done == run.num_steps)
             _save_train_time(run.workdir, done, t_pause - t_loop - paused, summary["examples_seen"])
         if due_eval:
-            summary["eval"] = evaluate_all(run, state, done)
+            summary["eval"] = evaluate_all(run, state, done, say=progress.write)
         progress.exclude(time.perf_counter() - t_pause)
         paused += time.perf_counter() - t_pause
+    progress.close()
     jax.block_until_ready(state)
     summary["train_seconds"] = time.perf_counter() - t_loop - paused
     return state, summary
+
+
+def _first_learning_rate(scalars: dict[str, float]) -> float | None:
+    """The learning rate the progress line shows: the first parameter group's (by name)."""
+    rates = sorted(k for k in scalars if k.startswith("train/learning_rate/"))
+    return scalars[rates[0]] if rates else None
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -486,10 +543,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """
     t_start = time.perf_counter()
     workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     run, state, restored_step = setup(config, workdir)
     config = run.config
     first_step = int(restored_step or 0)
+    if is_finished(workdir, restored_step, run.num_steps):
+        finished = workdir / "final_metrics.json"
+        console.info(f"{workdir}: finished at step {first_step}; its results are in {finished}")
+        run.writer.close()
+        return json.loads(finished.read_text())
+    for line in _header(run, first_step):
+        console.info(line)
     with jax.transfer_guard(config.transfer_guard):  # Host<->device moves must be explicit.
         state, summary = train_loop(run, state, first_step)
     run.manager.wait_until_finished()
@@ -535,7 +598,45 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     logging.info("Final: %s", json.dumps(final["eval"], sort_keys=True))
     run.writer.flush()
     run.writer.close()
+    for line in _summary(final, workdir):
+        console.info(line)
     return final
+
+
+def _header(run: Run, first_step: int) -> list[str]:
+    """The lines a run starts with: what trains on what, and how long."""
+    devices = f"{jax.device_count()} {jax.devices()[0].platform} device{'s' * (jax.device_count() > 1)}"
+    if jax.process_count() > 1:
+        devices += f" in {jax.process_count()} processes"
+    evals = ", ".join(f"{k} {len(v.labels)}" for k, v in run.data.evals.items())
+    epochs = run.num_steps / run.steps_per_epoch
+    lines = [
+        f"fft train {run.task.name}: {run.model_description}",
+        (f"method {run.method.description}: {console.format_number(run.trainable_params)} of "
+        f"{console.format_number(run.total_params)} parameters train"),
+        (f"{len(run.data.train.labels)} train examples, eval {evals}; {run.num_steps} steps "
+        f"({epochs:.3g} epochs) of {run.config.batch_size} on {devices}"),
+    ]
+    if first_step:
+        lines.append(f"resumed from the checkpoint at step {first_step} in {run.workdir / 'checkpoints'}")
+    return lines
+
+
+def _summary(final: dict[str, Any], workdir: pathlib.Path) -> list[str]:
+    """The lines a run ends with: scores, time, and where its outputs are."""
+    rate = final["train_examples_per_sec"]
+    lines = [
+        f"done: {final['steps']} steps, train {progress_lib.format_seconds(final['train_seconds'])}"
+        + (f" at {rate:.1f} ex/s" if rate else "")
+        + f", wall {progress_lib.format_seconds(final['wall_seconds'])}"
+    ]
+    for split, values in final["eval"].items():
+        lines.append(f"{split}: {console.format_metrics(values)}")
+    written = ["final_metrics.json", "checkpoints/"]
+    if final.get("export"):
+        written.append(pathlib.Path(final["export"]["file"]).name)
+    lines.append(f"wrote {', '.join(written)} in {workdir}")
+    return lines
 
 
 def _finite_or_none(value: Any) -> Any:

@@ -19,4 +19,4 @@ fi
 if [[ -n "${JAX_COORDINATOR_ADDRESS:-}" ]]; then export FFT_DISTRIBUTED=1; fi
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
-exec python -m fft.main --config="$config" --workdir="$workdir" "$@"
+exec fft train --config="$config" --workdir="$workdir" "$@"

@@ -11,4 +11,4 @@ export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 if [[ -n "${FAKE_DEVICES:-}" ]]; then
   export XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=${FAKE_DEVICES}"
 fi
-exec python -m fft.main --config="$config" --workdir="$workdir" "$@"
+exec fft train --config="$config" --workdir="$workdir" "$@"

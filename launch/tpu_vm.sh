@@ -4,7 +4,7 @@
 #   TPU_NAME=my-v4-32 ZONE=us-central2-b launch/tpu_vm.sh configs/glue.py:task=sst2,dtype=bfloat16 ~/runs/sst2
 #
 # Copies this checkout to every worker, installs fft with TPU jax (INSTALL=0 to skip), and starts
-# `python -m fft.main` on all workers at once; on a pod slice (more than one worker)
+# `fft train` on all workers at once; on a pod slice (more than one worker)
 # jax.distributed.initialize() runs first (FFT_DISTRIBUTED=1) and finds its peers by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,4 +25,4 @@ fi
 distributed=0; [[ "${workers:-1}" -gt 1 ]] && distributed=1
 overrides=$(printf " %q" "$@")
 ssh "mkdir -p ~/fft && tar xzf ~/fft_src.tgz -C ~/fft && cd ~/fft && $install \
-  FFT_DISTRIBUTED=$distributed HF_HUB_OFFLINE=1 python3 -m fft.main --config='$config' --workdir='$workdir' $overrides"
+  FFT_DISTRIBUTED=$distributed HF_HUB_OFFLINE=1 PATH=$HOME/.local/bin:$PATH fft train --config='$config' --workdir='$workdir' $overrides"

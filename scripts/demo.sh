@@ -9,6 +9,5 @@ bash scripts/install.sh
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1
 workdir=${1:-runs/demo_stsb}
-python -m fft.main --config=configs/glue.py:task=stsb --workdir="$workdir" --config.num_epochs=1 \
+fft train --config=configs/glue.py:task=stsb --workdir="$workdir" --config.num_epochs=1 \
   --config.checkpoint.every_steps=100
-python -c "import json,sys; m=json.load(open(sys.argv[1])); print('STS-B dev', m['eval'], f\"train {m['train_seconds']:.0f}s at {m['train_examples_per_sec']:.1f} ex/s\")" "$workdir/final_metrics.json"

@@ -120,7 +120,7 @@ class AdaptersTrainTest(absltest.TestCase):
 
     def test_feature_cache_is_refused_when_every_layer_has_adapters(self):
         config = tiny_config("adapters", feature_cache=True)
-        with self.assertRaisesRegex(ValueError, "feature_cache needs frozen embeddings"):
+        with self.assertRaisesRegex(ValueError, "feature_cache=True: needs frozen embeddings"):
             train.train_and_evaluate(config, self.create_tempdir().full_path)
 
 

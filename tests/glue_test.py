@@ -1,6 +1,8 @@
 """Tests for fft.data.glue (readers, task specs, TFDS mapping) and fft.data.tokenize."""
 
 import collections
+import contextlib
+import io
 import os
 import sys
 import tempfile
@@ -239,10 +241,11 @@ class BadInputTest(parameterized.TestCase):
             "3\tc\td\tnot_entailment",
         ]
         path = _write(self.enterContext(tempfile.TemporaryDirectory()), "bad.tsv", lines)
-        with self.assertLogs(level="WARNING") as logs:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
             examples = glue.read_tsv(path, "rte", skip_malformed=True)
         self.assertEqual([e.label for e in examples], [0, 1])
-        self.assertIn("skipped 2 malformed rows", logs.output[0])
+        self.assertRegex(err.getvalue(), r"^fft: warning: .*bad.tsv: skipped 2 malformed rows; first: .*bad.tsv:3: ")
 
 
 class FakeTfdsTest(parameterized.TestCase):

@@ -60,7 +60,7 @@ class PartitionTrainTest(absltest.TestCase):
 
     def test_feature_cache_needs_a_frozen_prefix(self):
         config = tiny_config(feature_cache=True)
-        with self.assertRaisesRegex(ValueError, "feature_cache needs frozen embeddings"):
+        with self.assertRaisesRegex(ValueError, "feature_cache=True: needs frozen embeddings"):
             train.train_and_evaluate(config, self.create_tempdir().full_path)
 
     def test_custom_rules_and_bad_rules(self):

@@ -12,7 +12,7 @@ import numpy as np
 from absl.testing import absltest
 
 from configs import glue as glue_config
-from fft import analyze, distances, steps, train
+from fft import analyze, distances, errors, steps, train, validate
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -71,7 +71,15 @@ class TrainTest(absltest.TestCase):
         longer = train.train_and_evaluate(tiny_config(num_train_steps=9), workdir)
         self.assertEqual(longer["resumed_from_step"], 6)
         self.assertEqual(longer["steps"], 9)
-        # Re-running a finished run restores and evaluates the same weights.
+        # Re-running a finished run leaves it alone and returns its final metrics.
+        final_path = pathlib.Path(workdir) / "final_metrics.json"
+        before = final_path.read_bytes()
+        again = train.train_and_evaluate(tiny_config(num_train_steps=9), workdir)
+        self.assertEqual(again, json.loads(before))
+        self.assertEqual(final_path.read_bytes(), before)
+        # A run stopped after its last checkpoint but before its final metrics restores and
+        # evaluates the same weights.
+        final_path.unlink()
         again = train.train_and_evaluate(tiny_config(num_train_steps=9), workdir)
         self.assertEqual(again["resumed_from_step"], 9)
         self.assertAlmostEqual(again["eval"]["dev"]["loss"], longer["eval"]["dev"]["loss"], places=6)
@@ -79,7 +87,7 @@ class TrainTest(absltest.TestCase):
         def refuse(constant):
             raise ValueError(f"{constant} in final_metrics.json")
 
-        written = json.loads((pathlib.Path(workdir) / "final_metrics.json").read_text(), parse_constant=refuse)
+        written = json.loads(final_path.read_text(), parse_constant=refuse)
         self.assertIsNone(written["last_train_loss"])
         # Example counts (and with them training time) accumulate over resumed segments:
         # train_time.json has one record per checkpoint, 8 rows per step.
@@ -117,7 +125,7 @@ class TrainTest(absltest.TestCase):
         nan_losses = lambda outputs, labels, is_regression: jnp.full(labels.shape, jnp.nan)
         with (
             mock.patch.object(steps, "example_losses", nan_losses),
-            self.assertRaisesRegex(FloatingPointError, "loss is nan at step 2"),
+            self.assertRaisesRegex(errors.RunError, "loss is nan at step 2"),
         ):
             train.train_and_evaluate(tiny_config(), workdir)
         self.assertEqual(list((pathlib.Path(workdir) / "checkpoints").glob("[0-9]*")), [])
@@ -141,8 +149,8 @@ class TrainTest(absltest.TestCase):
         self.assertEqual(str(jax.random.key_impl(train.dropout_key(tiny_config()))), "rbg")
         fry = train.dropout_key(tiny_config(dropout_rng="threefry2x32"))
         self.assertEqual(str(jax.random.key_impl(fry)), "threefry2x32")
-        with self.assertRaisesRegex(ValueError, "config.dropout_rng='philox'"):
-            train.dropout_key(tiny_config(dropout_rng="philox"))
+        with self.assertRaisesRegex(validate.ConfigError, "config.dropout_rng='philox'"):
+            validate.check(tiny_config(dropout_rng="philox"))
 
 
 if __name__ == "__main__":
