@@ -41,7 +41,7 @@ from fft import (
     writers,
 )
 from fft import progress as progress_lib
-from fft.data import batching, glue, packing, tokenize
+from fft.data import batching, glue, packing, splits, tokenize
 from fft.models import loading
 
 
@@ -71,11 +71,12 @@ def load_model(config: ml_collections.ConfigDict, num_labels: int) -> ModelBundl
     """Builds the classifier: pretrained weights from `config.model.name`, fresh head from the seed."""
     dtype = jnp.dtype(config.model.dtype)
     rng = jax.random.key(config.seed)
+    pooling = config.model.get("pooling", "cls")  # Runs from before the field pooled by 'cls'.
     rand = config.model.random_init
     if rand.enabled:
         fields = {k: v for k, v in rand.items() if k not in ("enabled", "tokenizer")}
         model_config = models.bert.BertConfig(**fields)
-        model = models.create_model("bert", model_config, num_labels, dtype)
+        model = models.create_model("bert", model_config, num_labels, dtype, pooling)
         params = jax.device_get(jax.jit(functools.partial(_random_init, model))(rng))
         tokenizer_dir = loading.resolve_model_dir(rand.tokenizer)
         shape = (f"{fields['num_layers']} layers, hidden {fields['hidden_size']}, {fields['num_heads']} heads, "
@@ -83,7 +84,9 @@ def load_model(config: ml_collections.ConfigDict, num_labels: int) -> ModelBundl
         return ModelBundle(model, params, tokenizer_dir, f"random-init bert ({shape})")
     model_dir = loading.resolve_model_dir(config.model.name)
     pretrained = loading.load_pretrained(model_dir)
-    model = models.create_model(pretrained.model_type, pretrained.model_config, num_labels, dtype)
+    model = models.create_model(
+        pretrained.model_type, pretrained.model_config, num_labels, dtype, pooling
+    )
     params = loading.init_params(model, rng, pretrained.params)
     return ModelBundle(model, params, model_dir, f"{pretrained.model_type} from {model_dir}")
 
@@ -151,7 +154,9 @@ def _random_init(model, rng: jax.Array):
 
 
 def load_data(config: ml_collections.ConfigDict, tokenizer) -> TaskData:
-    """Reads, tokenizes and subsets the task's train and dev splits."""
+    """Reads, tokenizes and subsets the task's train and dev splits; with
+    `data.validation_fraction` > 0 a stratified `validation` split carved from train
+    (`fft.data.splits`, before `train_fraction`) is the only eval split."""
     task = glue.get_task(config.task)
     cfg = config.data
 
@@ -162,11 +167,15 @@ def load_data(config: ml_collections.ConfigDict, tokenizer) -> TaskData:
         return examples[:limit] if limit else examples
 
     train = tokenize.encode(tokenizer, read("train", 0), cfg.max_length)
+    evals = {}
+    if cfg.get("validation_fraction", 0.0) > 0:  # Carved from train; dev is then not evaluated.
+        train, held = splits.carve(train, cfg.validation_fraction)
+        evals["validation"] = held.select(range(min(len(held), cfg.max_eval_examples or len(held))))
     if cfg.train_fraction < 1.0:
         train = batching.subsample(train, cfg.train_fraction, config.seed)
     if cfg.max_train_examples:
         train = batching.subsample(train, min(1.0, cfg.max_train_examples / len(train.labels)), config.seed)
-    evals = {
+    evals = evals or {
         split: tokenize.encode(tokenizer, read(split, cfg.max_eval_examples), cfg.max_length)
         for split in task.eval_splits
     }
@@ -615,7 +624,7 @@ def _header(run: Run, first_step: int) -> list[str]:
         (f"method {run.method.description}: {console.format_number(run.trainable_params)} of "
         f"{console.format_number(run.total_params)} parameters train"),
         (f"{len(run.data.train.labels)} train examples, eval {evals}; {run.num_steps} steps "
-        f"({epochs:.3g} epochs) of {run.config.batch_size} on {devices}"),
+        f"({epochs:.3g} epoch{'' if epochs == 1 else 's'}) of {run.config.batch_size} on {devices}"),
     ]
     if first_step:
         lines.append(f"resumed from the checkpoint at step {first_step} in {run.workdir / 'checkpoints'}")

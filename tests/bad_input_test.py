@@ -121,8 +121,8 @@ CASES = [
      "cannot create it"),
     ("resume-other-model-size", [TINY, "RUN", "--config.model.random_init.hidden_size=64",
                                  "--config.model.random_init.intermediate_size=128"], None,
-     "holds another state than this run's: params/classifier/kernel is float32[32,2] in the checkpoint "
-     "but float32[64,2] in this run"),
+     ("holds another state than this run's: params/classifier/kernel is float32[32,2] in the checkpoint "
+      "but float32[64,2] in this run")),
     ("resume-other-method", [LORA, "RUN"], None,
      "holds another state than this run's: params/lora/encoder/layer_0/attention/query/a is in this run"),
     ("loss-nan", [TINY, "WORKDIR", "--config.optim.lr=1e30"], None, "training loss is nan"),
