@@ -54,6 +54,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "packing": True,
         "pack_length": 0,  # Tokens per packed row; 0 chooses from the data (>= longest example).
         "train_fraction": 1.0,  # First-class: the data-fraction experiments sweep it.
+        # > 0: a stratified split of this fraction of train (fixed, whatever the seed) becomes the
+        # only eval split, `validation`; the rest trains (fft.data.splits). 0: evaluate on dev.
+        "validation_fraction": 0.0,
         "max_train_examples": 0,  # 0 keeps all (applied after train_fraction).
         "max_eval_examples": 0,
         "skip_malformed": False,
@@ -61,6 +64,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model = {
         "name": args.model,  # 'minilm' (packaged), a local HF folder, or a hub name if online.
         "dtype": args.dtype,  # Compute dtype; parameters stay float32.
+        # What the head classifies: 'cls' (first token; BERT through its pooler) or 'mean' (the
+        # mean of the real tokens, as sentence-transformers such as minilm pool; BERT: no pooler).
+        "pooling": "cls",
         "random_init": ml_collections.ConfigDict(
             dict(enabled=False, tokenizer="minilm", **TINY_MODEL)
         ),

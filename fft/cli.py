@@ -26,6 +26,7 @@ commands:
   train    fine-tune and evaluate: fft train --config=configs/glue.py:task=rte --workdir=DIR
   analyze  distances between pretrained and fine-tuned weights, by layer (fft analyze --help)
   export   write a run's task (delta, mask bits or PEFT adapter) from its checkpoint (fft export --help)
+  sweep    run a grid of train runs, resumable, N at a time, and its tables: fft sweep configs/grids/tiny.py
 
 `fft <command> --help` shows a command's options; -v / -vv show the libraries' log records."""
 
@@ -211,7 +212,16 @@ def export(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[list[str]], int]] = {"train": train, "analyze": analyze, "export": export}
+def sweep(argv: list[str]) -> int:
+    """`fft sweep GRID [--jobs N] [--root DIR] [--dry-run] [--only-table]` (fft/sweep.py)."""
+    from fft import sweep as sweep_lib
+
+    return sweep_lib.main(argv)
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "train": train, "analyze": analyze, "export": export, "sweep": sweep,
+}
 
 
 def run(argv: Sequence[str]) -> int:

@@ -88,7 +88,8 @@ def load_model(config: ml_collections.ConfigDict, num_labels: int) -> ModelBundl
         pretrained.model_type, pretrained.model_config, num_labels, dtype, pooling
     )
     params = loading.init_params(model, rng, pretrained.params)
-    return ModelBundle(model, params, model_dir, f"{pretrained.model_type} from {model_dir}")
+    pooled = "" if pooling == "cls" else f", {pooling} pooling"
+    return ModelBundle(model, params, model_dir, f"{pretrained.model_type} from {model_dir}{pooled}")
 
 
 def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:

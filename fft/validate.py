@@ -16,6 +16,7 @@ from fft import errors
 
 DTYPES = ("float32", "bfloat16", "float16")
 DROPOUT_RNGS = ("rbg", "threefry2x32", "unsafe_rbg")  # PRNG kinds of the dropout key.
+POOLINGS = ("cls", "mean")  # fft.models.POOLINGS (not imported: this module stays light).
 
 
 class ConfigError(errors.FftError, ValueError):
@@ -69,6 +70,7 @@ def check(config: ml_collections.ConfigDict) -> None:
                  "data.max_eval_examples", "data.pack_length"):
         non_negative_int(path)
     in_range("data.train_fraction", 0.0, 1.0, True, False)
+    in_range("data.validation_fraction", 0.0, 0.5, False, True)
     in_range("optim.lr", 0.0, math.inf, True, True)
     in_range("optim.warmup_fraction", 0.0, 1.0, False, True)
     in_range("optim.weight_decay", 0.0, math.inf, False, True)
@@ -79,7 +81,7 @@ def check(config: ml_collections.ConfigDict) -> None:
             f"config.num_epochs={_get(config, 'num_epochs')!r} and config.num_train_steps="
             f"{_get(config, 'num_train_steps')!r}: nothing to train"
         )
-    for path, valid in (("model.dtype", DTYPES), ("dropout_rng", DROPOUT_RNGS)):
+    for path, valid in (("model.dtype", DTYPES), ("dropout_rng", DROPOUT_RNGS), ("model.pooling", POOLINGS)):
         value = _get(config, path)
         if value is not None and value not in valid:
             fail(path, value, f"valid: {', '.join(valid)}")

@@ -211,6 +211,9 @@ def export_peft(trainable, out_dir: pathlib.Path, config, rank: int, alpha: floa
 
     if config.model.random_init.enabled:
         return {"peft_dir": None, "peft_error": "a random-init model has no base model PEFT could load"}
+    if config.model.get("pooling", "cls") != "cls":
+        return {"peft_dir": None, "peft_error": "mean pooling: a PEFT BertForSequenceClassification pools "
+                "[CLS] through the pooler, so it would compute other logits"}
     name = config.model.name
     base_name = loading.MINILM_HUB_NAME if str(name).casefold() in loading.MINILM_NAMES else str(name)
     flat = tree_paths.flatten(_without_factors(trainable))

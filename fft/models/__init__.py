@@ -1,7 +1,8 @@
 """BERT-family encoders with a sequence-classification head, and a read-only registry of them.
 
 `MODEL_TYPES` maps a Hugging Face `config.json` `model_type` to what `fft` needs to build the model and
-to read its checkpoints; `create_model` builds a classifier from a registry key. Load weights with
+to read its checkpoints; `create_model` builds a classifier from a registry key, pooling its hidden
+states by the first token ('cls') or by the mean of the real tokens ('mean'). Load weights with
 `fft.models.loading` (`load_pretrained`, then `init_params`). `with_adapters` adds bottleneck
 adapters (`bert.AdapterSpec`) to a model; `init_params` initialises them when the pretrained tree
 lacks them.
@@ -15,7 +16,10 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fft import errors
 from fft.models import bert, distilbert
+
+POOLINGS = bert.POOLINGS  # The `pooling` values of create_model (config.model.pooling).
 
 
 class ModelType(NamedTuple):
@@ -23,8 +27,10 @@ class ModelType(NamedTuple):
 
     Attributes:
       config_class: frozen dataclass with a `from_hf_dict(config_json_dict)` classmethod.
-      classifier_class: Flax module `(config, num_labels, dtype)`; its `head_names` class attribute
-        lists the top-level parameter collections that form the task head.
+      classifier_class: Flax module `(config, num_labels, dtype, pooling)`; its `head_names` class
+        attribute lists the top-level parameter collections that form the task head, and its
+        `unused_pretrained` attribute the top-level checkpoint subtrees it has no parameters for
+        (BERT's `pooler` with mean pooling).
       hf_prefix: prefix of the base model in HF task checkpoints ('bert' in `bert.encoder...`).
       hf_rules: the converter from an HF state dict: (regex on the HF module name, our path template,
         kind of module 'dense' | 'norm' | 'embed'), applied by `loading.convert_hf_state_dict`.
@@ -59,8 +65,16 @@ ALL_HEAD_NAMES: tuple[str, ...] = tuple(
 )
 
 
+class ModelConfigError(errors.FftError, ValueError):
+    """A model option that fft does not know (e.g. `config.model.pooling`)."""
+
+
 def create_model(
-    model_type: str, model_config: Any, num_labels: int, dtype: jnp.dtype = jnp.float32
+    model_type: str,
+    model_config: Any,
+    num_labels: int,
+    dtype: jnp.dtype = jnp.float32,
+    pooling: str = "cls",
 ) -> nn.Module:
     """Builds the sequence classifier registered under `model_type`.
 
@@ -69,15 +83,28 @@ def create_model(
       model_config: an instance of that entry's `config_class`.
       num_labels: number of logits (1 for regression).
       dtype: compute dtype (jnp.float32 or jnp.bfloat16); parameters are always float32.
+      pooling: how an example's hidden states become the vector the head classifies (one of
+        `POOLINGS`): 'cls', the first token (BERT: then its pretrained pooler, dense + tanh);
+        'mean', the float32 mean over the example's real tokens (BERT: no pooler parameters;
+        `loading.init_params` drops the checkpoint's).
 
     Returns:
       An unbound Flax module; `model.apply({'params': p}, input_ids, attention_mask, token_type_ids,
-      deterministic=...)` gives float32 logits [batch, num_labels].
+      deterministic=...)` gives float32 logits [batch, num_labels]; `method=model.pool` gives the
+      pooled vectors [batch, hidden] float32.
 
     Raises:
+      ModelConfigError: unknown `pooling` (a ValueError).
       ValueError: unknown `model_type` or num_labels < 1.
       TypeError: `model_config` is not the entry's `config_class`.
     """
+    if pooling not in POOLINGS:
+        raise ModelConfigError(
+            f"config.model.pooling={pooling!r} is not a pooling; valid: "
+            f"{', '.join(repr(p) for p in POOLINGS)}.",
+            hint="'cls' pools the first token (BERT: through its pooler), 'mean' the mean of the "
+            "real tokens (how sentence-transformers models such as minilm were trained).",
+        )
     if model_type not in MODEL_TYPES:
         raise ValueError(f"Unknown model type {model_type!r}; known: {sorted(MODEL_TYPES)}.")
     entry = MODEL_TYPES[model_type]
@@ -88,7 +115,7 @@ def create_model(
         )
     if num_labels < 1:
         raise ValueError(f"num_labels must be >= 1, got {num_labels}.")
-    return entry.classifier_class(model_config, num_labels, dtype)
+    return entry.classifier_class(model_config, num_labels, dtype, pooling)
 
 
 def with_adapters(model: nn.Module, spec: bert.AdapterSpec | None) -> nn.Module:

@@ -2,7 +2,7 @@
 
 Parameter paths follow docs/CONTRACT.md, e.g. `encoder/layer_3/attention/query/kernel`. Parameters are
 always stored in float32; `dtype` is only the compute dtype of the matmuls. Layer norms, the attention
-softmax, the pooler and the logits are computed in float32.
+softmax, the pooler, mean pooling and the logits are computed in float32.
 
 The encoder pieces (`Encoder` and below) take an `EncoderSpec` rather than a `BertConfig`, so
 `distilbert.py` reuses them with its own embeddings and head.
@@ -318,6 +318,61 @@ def first_tokens(hidden: jax.Array, packing: Packing | None) -> jax.Array:
     return hidden[:, 0] if packing is None else packing.first_tokens(hidden)
 
 
+# How a classifier turns an example's hidden states into one vector (its `pooling` attribute):
+#   cls   the first ([CLS]) token; BERT then applies its pretrained `pooler` (dense + tanh).
+#   mean  the float32 mean over the example's real tokens, as sentence-transformers pools
+#         (all-MiniLM-L6-v2 was trained so); BERT then has no `pooler` parameters.
+POOLINGS = ("cls", "mean")
+
+
+def check_pooling(pooling: str) -> None:
+    """Raises ValueError unless `pooling` is one of `POOLINGS`."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"Unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}.")
+
+
+def mean_tokens(
+    hidden: jax.Array, attention_mask: jax.Array | None, packing: Packing | None
+) -> jax.Array:
+    """Each example's mean hidden state over its own real tokens, in float32.
+
+    Args:
+      hidden: [batch, seq, hidden] (packed: [rows, seq, hidden]).
+      attention_mask: 0/1 [batch, seq] (1: a real token); None: every token is real. Must be None
+        for packed rows, whose slot s owns the tokens where `packing.segment_ids == s + 1`.
+      packing: packed rows, or None.
+
+    Returns:
+      float32 [batch, hidden] (packed: [rows * slots, hidden]); sum(hidden * mask) / sum(mask),
+      with an example that has no tokens (an all-padding row, an empty slot) giving zeros.
+    """
+    h = hidden.astype(jnp.float32)
+    if packing is not None:
+        slots = jnp.arange(1, packing.cls_positions.shape[1] + 1, dtype=packing.segment_ids.dtype)
+        weights = packing.segment_ids[:, None, :] == slots[None, :, None]  # [rows, slots, seq]
+    elif attention_mask is not None:
+        weights = (attention_mask > 0)[:, None, :]  # [batch, 1, seq]
+    else:
+        weights = jnp.ones((h.shape[0], 1, h.shape[1]), bool)
+    weights = weights.astype(jnp.float32)
+    # HIGHEST: a plain float32 sum on accelerators too (no reduced-precision matmul passes).
+    total = jnp.matmul(weights, h, precision=jax.lax.Precision.HIGHEST)  # [b, slots, hidden]
+    count = jnp.maximum(jnp.sum(weights, axis=-1, keepdims=True), 1.0)
+    return (total / count).reshape(-1, h.shape[-1])
+
+
+def pool_tokens(
+    hidden: jax.Array, attention_mask: jax.Array | None, packing: Packing | None, pooling: str
+) -> jax.Array:
+    """The vector each example is classified from, before any pooler: its first token's hidden
+    state (`pooling='cls'`, in hidden's dtype) or `mean_tokens` ('mean', float32).
+    [batch, seq, hidden] -> [batch, hidden] (packed: [rows * slots, hidden])."""
+    check_pooling(pooling)
+    if pooling == "mean":
+        return mean_tokens(hidden, attention_mask, packing)
+    return first_tokens(hidden, packing)
+
+
 class _Projection(nn.Module):
     """Declares a Dense layer's float32 `kernel` [features_in, features] and `bias` [features]."""
 
@@ -542,25 +597,38 @@ class Pooler(nn.Module):
 
 
 class BertForSequenceClassification(nn.Module):
-    """BERT encoder -> pooler -> dropout -> `classifier`.
+    """BERT encoder -> pooling -> dropout -> `classifier`.
+
+    Pooling 'cls': first token -> `pooler` (dense + tanh); 'mean': the float32 mean of each
+    example's real tokens (`mean_tokens`), and the model has no `pooler` parameters.
 
     Attributes:
       config: the encoder hyper-parameters.
       num_labels: number of logits (1 for regression).
       dtype: compute dtype of the encoder matmuls (float32 or bfloat16); parameters stay float32.
+      pooling: one of `POOLINGS` ('cls' or 'mean').
     """
 
     config: BertConfig
     num_labels: int
     dtype: jnp.dtype = jnp.float32
+    pooling: str = "cls"
 
     head_names: ClassVar[tuple[str, ...]] = ("classifier",)
 
+    @property
+    def unused_pretrained(self) -> tuple[str, ...]:
+        """Top-level subtrees of a pretrained BERT checkpoint this model has no parameters for
+        (`loading.init_params` drops them): the pooler, with mean pooling."""
+        return ("pooler",) if self.pooling == "mean" else ()
+
     def setup(self):
         c = self.config
+        check_pooling(self.pooling)
         self.embeddings = BertEmbeddings(c, self.dtype)
         self.encoder = Encoder(c.encoder_spec, self.dtype)
-        self.pooler = Pooler()
+        if self.pooling == "cls":
+            self.pooler = Pooler()
         dropout = c.hidden_dropout if c.classifier_dropout is None else c.classifier_dropout
         self.head_dropout = hashed_dropout.Dropout(dropout)
         self.classifier = dense(self.num_labels, jnp.float32, "classifier")
@@ -592,12 +660,18 @@ class BertForSequenceClassification(nn.Module):
     def pool(
         self, input_ids, attention_mask=None, token_type_ids=None, *, deterministic: bool, packing=None
     ):
-        """Pooler output [batch, hidden] float32 (same arguments as `encode`; packed rows give
-        [rows * slots, hidden])."""
+        """What the head classifies, [batch, hidden] float32 (same arguments as `encode`; packed
+        rows give [rows * slots, hidden]): the pooler output ('cls') or the mean of the real
+        tokens' last hidden states ('mean', the sentence-transformers embedding)."""
         hidden = self.encode(
             input_ids, attention_mask, token_type_ids, deterministic=deterministic, packing=packing
         )
-        return self.pooler(hidden, packing)
+        return self._pooled(hidden, attention_mask, packing)
+
+    def _pooled(self, hidden, attention_mask, packing=None):
+        if self.pooling == "cls":
+            return self.pooler(hidden, packing)
+        return pool_tokens(hidden, attention_mask, packing, self.pooling)
 
     def prefix(self, input_ids, attention_mask=None, token_type_ids=None, *, num_layers: int):
         """Hidden states after the embeddings and encoder layers 0..num_layers-1, dropout off.
@@ -610,7 +684,7 @@ class BertForSequenceClassification(nn.Module):
     def from_prefix(self, hidden, attention_mask=None, *, start: int, deterministic: bool):
         """Logits from the hidden states entering layer `start` (the output of `prefix`)."""
         hidden = self.encoder(hidden, attention_mask, deterministic=deterministic, start=start)
-        pooled = self.pooler(hidden)
+        pooled = self._pooled(hidden, attention_mask)
         return self.classifier(self.head_dropout(pooled, deterministic=deterministic))
 
     def __call__(

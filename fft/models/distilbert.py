@@ -2,8 +2,9 @@
 
 DistilBERT is BERT without token types and pooler, with a fixed layer-norm epsilon (1e-12) and no dropout
 after the attention projection; the transformer blocks are `bert.Encoder`, so parameter paths match
-BERT's (`encoder/layer_{i}/attention/query/kernel`, ...). The head is HF's: first token ->
-`pre_classifier/dense` -> ReLU -> dropout -> `classifier`.
+BERT's (`encoder/layer_{i}/attention/query/kernel`, ...). The head is HF's: first token (or, with
+`pooling='mean'`, the mean of the real tokens) -> `pre_classifier/dense` -> ReLU -> dropout ->
+`classifier`.
 """
 
 import dataclasses
@@ -126,21 +127,27 @@ class PreClassifier(nn.Module):
 
 
 class DistilBertForSequenceClassification(nn.Module):
-    """DistilBERT encoder -> first token -> `pre_classifier` -> dropout -> `classifier`.
+    """DistilBERT encoder -> pooling -> `pre_classifier` -> dropout -> `classifier`.
 
     Attributes:
       config: the encoder hyper-parameters.
       num_labels: number of logits (1 for regression).
       dtype: compute dtype of the encoder matmuls (float32 or bfloat16); parameters stay float32.
+      pooling: one of `bert.POOLINGS`: 'cls' (the first token) or 'mean' (the float32 mean of
+        each example's real tokens, `bert.mean_tokens`); the parameters are the same either way.
     """
 
     config: DistilBertConfig
     num_labels: int
     dtype: jnp.dtype = jnp.float32
+    pooling: str = "cls"
 
     head_names: ClassVar[tuple[str, ...]] = ("pre_classifier", "classifier")
+    # Top-level subtrees of a pretrained checkpoint this model does not use (none, either pooling).
+    unused_pretrained: ClassVar[tuple[str, ...]] = ()
 
     def setup(self):
+        bert.check_pooling(self.pooling)
         self.embeddings = DistilBertEmbeddings(self.config, self.dtype)
         self.encoder = bert.Encoder(self.config.encoder_spec, self.dtype)
         self.pre_classifier = PreClassifier()
@@ -181,10 +188,21 @@ class DistilBertForSequenceClassification(nn.Module):
     def from_prefix(self, hidden, attention_mask=None, *, start: int, deterministic: bool):
         """Logits from the hidden states entering layer `start` (the output of `prefix`)."""
         hidden = self.encoder(hidden, attention_mask, deterministic=deterministic, start=start)
-        return self._head(hidden, deterministic)
+        return self._head(hidden, attention_mask, deterministic)
 
-    def _head(self, hidden, deterministic: bool, packing: bert.Packing | None = None):
-        pooled = self.pre_classifier(bert.first_tokens(hidden, packing))
+    def pool(
+        self, input_ids, attention_mask=None, token_type_ids=None, *, deterministic: bool, packing=None
+    ):
+        """What the head (`pre_classifier`) starts from, [batch, hidden] float32 (same arguments
+        as `encode`; packed rows give [rows * slots, hidden]): the first token's last hidden
+        state ('cls') or the mean of the real tokens' ('mean')."""
+        hidden = self.encode(
+            input_ids, attention_mask, token_type_ids, deterministic=deterministic, packing=packing
+        )
+        return bert.pool_tokens(hidden, attention_mask, packing, self.pooling).astype(jnp.float32)
+
+    def _head(self, hidden, attention_mask, deterministic: bool, packing: bert.Packing | None = None):
+        pooled = self.pre_classifier(bert.pool_tokens(hidden, attention_mask, packing, self.pooling))
         return self.classifier(self.head_dropout(pooled, deterministic=deterministic))
 
     def __call__(
@@ -195,7 +213,7 @@ class DistilBertForSequenceClassification(nn.Module):
         hidden = self.encode(
             input_ids, attention_mask, token_type_ids, deterministic=deterministic, packing=packing
         )
-        return self._head(hidden, deterministic, packing)
+        return self._head(hidden, attention_mask, deterministic, packing)
 
 
 # --- Hugging Face weight names (used by `loading.convert_hf_state_dict`) ---

@@ -319,7 +319,8 @@ def init_params(
 
     Shapes come from `jax.eval_shape` of `model.init` (nothing big is materialised). The head (the
     model's `head_names`, e.g. `classifier`, `pre_classifier`) is drawn from `rng` as HF does:
-    N(0, 0.02) kernels, zero biases; head entries in `pretrained_params` are ignored.
+    N(0, 0.02) kernels, zero biases; head entries in `pretrained_params` are ignored, and so are the
+    subtrees the model declares unused (its `unused_pretrained`: BERT's `pooler` with mean pooling).
 
     New parameters (`is_new_param`: adapters) that `pretrained_params` lacks are initialised near
     the identity: N(0, bert.ADAPTER_INIT_STD) down-projection kernels, every other leaf zero. Each
@@ -330,7 +331,8 @@ def init_params(
     Args:
       model: a classifier from `models.create_model` (optionally `models.with_adapters`).
       rng: key for the head and any new parameters.
-      pretrained_params: nested dict from `load_pretrained(...).params`.
+      pretrained_params: nested dict from `load_pretrained(...).params` (or a tree of the
+        model's own paths).
       batch_shape: [batch, seq] of the dummy input used to trace the model.
 
     Returns:
@@ -342,7 +344,10 @@ def init_params(
     """
     expected = _abstract_params(model, batch_shape)
     given = traverse_util.flatten_dict(dict(pretrained_params), sep="/")
-    given = {p: v for p, v in given.items() if not _is_head(model, p)}
+    unused = set(getattr(model, "unused_pretrained", ()))
+    given = {
+        p: v for p, v in given.items() if not _is_head(model, p) and p.split("/", 1)[0] not in unused
+    }
     body = {p: s for p, s in expected.items() if not _is_head(model, p)}
     new = sorted(p for p in set(body) - set(given) if is_new_param(p))
     missing = sorted(set(body) - set(given) - set(new))
