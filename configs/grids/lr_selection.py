@@ -1,0 +1,44 @@
+"""Issue 15, part (b): choose each method's hyperparameters on held-out data, never on dev.
+
+  python -m fft.sweep configs/grids/lr_selection.py      # or: fft sweep lr_selection
+  python scripts/select_hparams.py                       # -> results/selection.{json,md}
+
+Every run trains on 90% of the train split of RTE and of STS-B and is scored on the other 10%
+(`data.validation_fraction=0.1`: stratified, the same split for every method and seed; dev is not
+evaluated at all). `scripts/select_hparams.py` picks, per method, the setting with the best mean of
+the two tasks' main validation metric (RTE accuracy, STS-B mean of Pearson and Spearman); the
+core grid (configs/grids/core.py) then trains that setting on the whole train split of every task
+and reports dev. Three learning rates per method around the literature's value; supermasks also
+cross the initial sparsity, LoRA the rank (alpha stays 8). `critical:2` takes the rate chosen for
+`top3` (both fine-tune whole top layers; critical:k needs a finished full run to rank layers).
+One seed (0), 3 epochs, the pooling chosen in results/grids/pooling.md.
+"""
+
+import ml_collections
+
+POOLING = "mean"  # results/grids/pooling.md (part (a)): see README "Pooling".
+TASKS = ["rte", "stsb"]
+
+
+def get_config():
+    grid = ml_collections.ConfigDict()
+    grid.name = "lr_selection"
+    grid.base = "model=minilm"
+    grid.tasks = TASKS
+    grid.methods = [
+        {"method": "head", "lrs": [3e-4, 1e-3, 3e-3], "overrides": {"feature_cache": True}},
+        {"method": "full", "lrs": [2e-5, 5e-5, 1e-4]},
+        {"method": "bitfit", "lrs": [3e-4, 1e-3, 3e-3]},
+        {"method": "layers", "label": "top3", "options": {"select": ["top3"]}, "lrs": [3e-5, 1e-4, 3e-4]},
+        {"method": "lora", "options": {"rank": [4, 8, 16]}, "lrs": [2e-4, 5e-4, 1e-3]},
+        {"method": "adapters", "lrs": [1e-4, 3e-4, 1e-3]},
+        {"method": "supermask", "options": {"init": ["magnitude"], "init_scale": [1.0],
+                                            "initial_sparsity": [0.05, 0.1],
+                                            "score_lr": [1e-3, 3e-3, 1e-2]},
+         "lrs": [1e-3]},
+    ]
+    grid.order = ["seed", "method", "lr", "task", "fraction"]
+    grid.seeds = [0]
+    grid.overrides = {"checkpoint": {"every_steps": 200}, "model": {"pooling": POOLING},
+                      "data": {"validation_fraction": 0.1}}
+    return grid

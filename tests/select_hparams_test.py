@@ -1,0 +1,44 @@
+"""scripts/select_hparams.py: the best mean validation score over the grid's tasks wins; dev rows
+and incomplete candidates are refused."""
+
+import json
+
+import pytest
+
+from scripts import select_hparams
+
+
+def row(task, setting, method, lr, mean, split="validation", options=None):
+    return {"task": task, "setting": setting, "method": method, "lr": lr, "mean": mean,
+            "split": split, "options": options or {}}
+
+
+def test_best_mean_over_tasks_wins_and_incomplete_candidates_are_not_eligible(tmp_path):
+    rows = [
+        row("rte", "full", "full", 2e-5, 60.0), row("stsb", "full", "full", 2e-5, 80.0),
+        row("rte", "full", "full", 5e-5, 64.0), row("stsb", "full", "full", 5e-5, 79.0),
+        row("rte", "full", "full", 1e-4, 70.0), row("stsb", "full", "full", 1e-4, None),  # missing
+        row("rte", "lora-rank4", "lora", 5e-4, 55.0, options={"rank": 4}),
+        row("stsb", "lora-rank4", "lora", 5e-4, 85.0, options={"rank": 4}),
+        row("rte", "lora-rank8", "lora", 5e-4, 56.0, options={"rank": 8}),
+        row("stsb", "lora-rank8", "lora", 5e-4, 83.0, options={"rank": 8}),
+        row("rte", "bitfit", "bitfit", 1e-3, None), row("stsb", "bitfit", "bitfit", 1e-3, 70.0),
+    ]
+    table = tmp_path / "t.json"
+    table.write_text(json.dumps({"rows": rows}))
+    assert select_hparams.main(["--table", str(table), "--out", str(tmp_path / "sel")]) == 0
+    chosen = json.loads((tmp_path / "sel.json").read_text())["methods"]
+    assert (chosen["full"]["lr"], chosen["full"]["score"]) == (5e-5, 71.5)
+    assert chosen["full"]["eligible"] == 2
+    assert chosen["lora"]["options"] == {"rank": 4}
+    assert chosen["bitfit"]["setting"] is None
+    text = (tmp_path / "sel.md").read_text()
+    assert "| **full** | 5e-05 | 64.00 | 79.00 | **71.50** |" in text
+    assert "missing" in text and "not chosen" in text
+
+
+def test_dev_rows_are_refused(tmp_path):
+    table = tmp_path / "t.json"
+    table.write_text(json.dumps({"rows": [row("rte", "full", "full", 2e-5, 60.0, split="dev")]}))
+    with pytest.raises(SystemExit, match="never reads dev"):
+        select_hparams.main(["--table", str(table), "--out", str(tmp_path / "sel")])
