@@ -213,7 +213,7 @@ def export(argv: list[str]) -> int:
 
 
 def sweep(argv: list[str]) -> int:
-    """`fft sweep GRID [--jobs N] [--root DIR] [--dry-run] [--only-table]` (fft/sweep.py)."""
+    """`fft sweep GRID [--jobs N] [--root DIR] [--dry-run] [--only-table]` (fft/sweep/__init__.py)."""
     from fft import sweep as sweep_lib
 
     return sweep_lib.main(argv)

@@ -3,7 +3,7 @@
   python -m fft.sweep configs/grids/tiny.py --jobs 2     # about a minute on 2 CPU cores
   python -m fft.sweep tiny --dry-run                     # the 8 commands
 
-The comments below give the grid format field by field; fft/sweep.py's docstring has all of it.
+The comments below give the grid format field by field; fft/sweep/__init__.py's docstring has all of it.
 """
 
 import ml_collections
