@@ -316,11 +316,16 @@ def ranked_layers(distances_file: str | os.PathLike) -> list[int]:
         "rel_l1": ..., ...}, ...], "groups": {...}, ...}``; the ``ranking`` order is used as is.
       * a dict with only ``"groups": {"layer_0": {"rel_l1": ..., ...}, ...}``, ranked by rel_l1.
       * a bare ranking list (``rank_layers`` output) or a bare grouped table (``grouped`` output).
+      * a run's workdir (a folder holding config.json and checkpoints): the distances of its
+        latest checkpoint from its step-0 weights are computed here (``fft.analyze.run_params``),
+        so a grid can rank layers by the full fine-tuning run it made first.
     Groups other than ``layer_<i>`` (embeddings, pooler, head, total) are skipped.
 
     Raises:
       PartitionError: the file is missing, is not JSON, or lists no encoder-layer group.
     """
+    if os.path.isdir(distances_file):
+        return _ranked_from_run(distances_file)
     if not os.path.isfile(distances_file):
         raise PartitionError(
             f"distances file {distances_file} not found; write one with "
@@ -334,6 +339,18 @@ def ranked_layers(distances_file: str | os.PathLike) -> list[int]:
     names = [g for g in _as_ranking(data) if re.fullmatch(_LAYER_GROUP, g)]
     if not names:
         raise PartitionError(f"distances file {distances_file} has no encoder-layer groups")
+    return [int(g.removeprefix("layer_")) for g in names]
+
+
+def _ranked_from_run(workdir: str | os.PathLike) -> list[int]:
+    """Encoder layers of a run's workdir, most-moved first (rel_l1 of its latest checkpoint)."""
+    from fft import analyze  # Reading a run loads its model: only when asked.
+
+    if not os.path.isfile(os.path.join(workdir, "config.json")):
+        raise PartitionError(f"distances_file {workdir} is a folder but not a run's workdir (no config.json)")
+    initial, final, _ = analyze.run_params(workdir)
+    table = distances.to_jsonable(distances.grouped(initial, final, distances.DEFAULT_LAYER_GROUPS))
+    names = [g for g in _as_ranking({"groups": table}) if re.fullmatch(_LAYER_GROUP, g)]
     return [int(g.removeprefix("layer_")) for g in names]
 
 

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 from absl.testing import absltest
 
-from fft import analyze, checkpoint, delta, partition, train, tree_paths
+from fft import analyze, checkpoint, delta, distances, partition, train, tree_paths
 from tests.train_test import tiny_config
 
 
@@ -57,6 +57,21 @@ class PartitionTrainTest(absltest.TestCase):
         self.assertTrue(cached["feature_cache"])
         np.testing.assert_allclose(cached["last_train_loss"], plain["last_train_loss"], rtol=1e-5)
         np.testing.assert_allclose(cached["eval"]["dev"]["loss"], plain["eval"]["dev"]["loss"], rtol=1e-5)
+
+    def test_critical_ranks_layers_by_a_run_workdir(self):
+        """critical:k takes a full run's workdir as its distances_file: the same ranking as the
+        distances.json fft.analyze writes for that run."""
+        full = self.create_tempdir().full_path
+        train.train_and_evaluate(tiny_config(), full)
+        report = analyze.write_report(*analyze.run_params(full)[:2], self.create_tempdir().full_path, distances.Tol(0.0, 0.0))
+        from_run = partition.ranked_layers(full)
+        self.assertEqual(sorted(from_run), [0, 1])
+        self.assertEqual([f"layer_{i}" for i in from_run], report["critical_layers"][:2])
+        final = train.train_and_evaluate(
+            tiny_config("critical", **{"critical.k": 1, "critical.distances_file": full, "num_train_steps": 2}),
+            self.create_tempdir().full_path,
+        )
+        self.assertIn("critical:1", final["method_description"])
 
     def test_feature_cache_needs_a_frozen_prefix(self):
         config = tiny_config(feature_cache=True)

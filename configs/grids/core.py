@@ -1,0 +1,49 @@
+"""Issue 15, part (c): every method at the setting chosen on validation data, 3 seeds, five tasks,
+reported on dev. The table behind results/claims.md.
+
+  python -m fft.sweep configs/grids/core.py     # or: fft sweep core (needs results/selection.json)
+
+Settings come from results/selection.json (configs/grids/lr_selection.py + scripts/select_hparams.py);
+`critical2` (the 2 layers that moved most) takes the rate chosen for `top3` and ranks layers by this
+grid's own full fine-tuning run of the same task and seed 0, so full runs first. 3 epochs; SST-2 1
+epoch on a 20% subset. Order: seed 0 of every cell, then seed 1, then seed 2.
+"""
+
+import ml_collections
+
+from configs.grids import selected
+from configs.grids.lr_selection import POOLING
+from fft.sweep import points
+
+TASKS = ["cola", "stsb", "rte", "mrpc", "sst2"]
+ROOT = "runs/sweeps/core"  # The default --root; critical2 reads full runs from here.
+
+
+def get_config():
+    full_lr, _ = selected.chosen("full")
+
+    def critical2(tasks, fraction):  # One entry per training fraction (SST-2 trains on 20%).
+        full_run = f"{ROOT}/{{task}}/full/lr{points.path_value(full_lr)}/frac{points.path_value(fraction)}/seed0"
+        return selected.entry("critical", label="critical2", selected_as="layers", tasks=tasks,
+                              options={"k": 2, "distances_file": full_run})
+
+    grid = ml_collections.ConfigDict()
+    grid.name = "core"
+    grid.base = "model=minilm"
+    grid.tasks = TASKS
+    grid.methods = [
+        selected.entry("full"),
+        selected.entry("bitfit"),
+        selected.entry("layers", label="top3", selected_as="layers"),
+        critical2(["cola", "stsb", "rte", "mrpc"], 1.0),
+        critical2(["sst2"], 0.2),
+        selected.entry("supermask"),
+        selected.entry("lora"),
+        selected.entry("adapters"),
+        selected.entry("head", overrides={"feature_cache": True}),
+    ]
+    grid.order = ["seed", "method", "task", "lr", "fraction"]
+    grid.seeds = [0, 1, 2]
+    grid.overrides = {"checkpoint": {"every_steps": 200}, "model": {"pooling": POOLING}}
+    grid.task_overrides = {"sst2": {"num_epochs": 1.0, "data": {"train_fraction": 0.2}}}
+    return grid

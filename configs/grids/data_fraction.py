@@ -1,0 +1,27 @@
+"""Issue 15, part (d): Doering et al.'s data-fraction comparison, BitFit against full fine-tuning
+at 10, 30, 50 and 100% of the train split of MRPC, CoLA and STS-B, 3 seeds, on dev.
+
+  python -m fft.sweep configs/grids/data_fraction.py    # needs results/selection.json
+
+Learning rates are those chosen on validation data for the whole train split (results/selection.json).
+The subset of a fraction is drawn with the run's seed, so methods are paired by seed on the same
+examples. Order: seed 0 of every cell first, the smallest fractions first within a seed.
+"""
+
+import ml_collections
+
+from configs.grids import selected
+from configs.grids.lr_selection import POOLING
+
+
+def get_config():
+    grid = ml_collections.ConfigDict()
+    grid.name = "data_fraction"
+    grid.base = "model=minilm"
+    grid.tasks = ["mrpc", "cola", "stsb"]
+    grid.methods = [selected.entry("full"), selected.entry("bitfit")]
+    grid.order = ["seed", "fraction", "method", "task", "lr"]
+    grid.seeds = [0, 1, 2]
+    grid.fractions = [0.1, 0.3, 0.5, 1.0]
+    grid.overrides = {"checkpoint": {"every_steps": 200}, "model": {"pooling": POOLING}}
+    return grid
