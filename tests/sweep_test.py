@@ -10,9 +10,11 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from unittest import mock
 
 from absl.testing import absltest, parameterized
@@ -349,3 +351,31 @@ class RunTest(parameterized.TestCase):
 
 if __name__ == "__main__":
     absltest.main()
+
+
+class SignalTest(absltest.TestCase):
+    def test_sigterm_stops_the_sweep_and_its_runs(self):
+        """`kill <sweep>` (also when started with nohup, SIGINT ignored) stops the running run,
+        which keeps its checkpoint, and the sweep exits 130."""
+        tmp = pathlib.Path(self.create_tempdir().full_path)
+        grid = write_grid(tmp, **{**MINI, "methods": ["full"], "seeds": [0],
+                                  "overrides": {**QUICK, "num_train_steps": 400}})
+        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        code = "import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); from fft import cli; sys.exit(cli.run(sys.argv[1:]))"
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, "sweep", grid, "--root", str(tmp / "root"), "--results", str(tmp / "res")],
+            cwd=sweep.REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        workdir = tmp / "root" / "mini" / "rte" / "full" / "lr1e-3" / "frac1" / "seed0"
+        for _ in range(600):  # Until the run has written its first checkpoint.
+            if list(workdir.glob("checkpoints/[0-9]*")):
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+        self.assertEqual(proc.returncode, 130, out)
+        self.assertIn("interrupted", out)
+        self.assertFalse((workdir / "final_metrics.json").exists())
+        self.assertTrue(list(workdir.glob("checkpoints/[0-9]*")))
+        ps = subprocess.run(["pgrep", "-f", str(workdir)], capture_output=True, text=True, check=False)
+        self.assertEqual(ps.stdout.strip(), "", "the run is still going")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import pathlib
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import TextIO
 
@@ -48,6 +51,26 @@ def _tables_text(written: Sequence[pathlib.Path]) -> str:
     return ", ".join(display(p) for p in written if p.suffix == ".md")
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """`kill` (SIGTERM) and `kill -INT` stop a sweep like Ctrl-C: its runs are asked to stop and
+    keep their checkpoints. (A sweep started in the background with nohup or `&` inherits SIGINT
+    ignored; it is turned back on.) The previous handlers come back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def main(argv: Sequence[str], out: TextIO | None = None) -> int:
     """`fft sweep`: 0 when every run finished or was skipped, 1 when a run failed; FftError for
     bad input, before any run starts."""
@@ -67,7 +90,8 @@ def main(argv: Sequence[str], out: TextIO | None = None) -> int:
         return 0
     runner = Runner(grid, points, grid_dir, jobs=args.jobs, out=out,
                     on_finish=lambda: write_tables(grid, points, grid_dir, results_dir))
-    runner.run()
+    with _stop_on_signals():
+        runner.run()
     written = write_tables(grid, points, grid_dir, results_dir)
     runner.say(f"sweep {grid.name} ended: {runner.status()}; tables {_tables_text(written)}")
     for point, reason in runner.failures:
