@@ -8,8 +8,9 @@ Every run trains on 90% of the train split of RTE and of STS-B and is scored on 
 evaluated at all). `scripts/select_hparams.py` picks, per method, the setting with the best mean of
 the two tasks' main validation metric (RTE accuracy, STS-B mean of Pearson and Spearman); the
 core grid (configs/grids/core.py) then trains that setting on the whole train split of every task
-and reports dev. Three learning rates per method around the literature's value; supermasks also
-cross the initial sparsity, LoRA the rank (alpha stays 8). `critical:2` takes the rate chosen for
+and reports dev. Three learning rates per method around the literature's value (the linear
+head alone, a probe on frozen features, gets larger ones); supermasks also cross the initial
+sparsity, LoRA the rank (alpha stays 8). `critical:2` takes the rate chosen for
 `top3` (both fine-tune whole top layers; critical:k needs a finished full run to rank layers).
 One seed (0), 3 epochs, the pooling chosen in results/grids/pooling.md.
 """
@@ -26,7 +27,7 @@ def get_config():
     grid.base = "model=minilm"
     grid.tasks = TASKS
     grid.methods = [
-        {"method": "head", "lrs": [3e-4, 1e-3, 3e-3], "overrides": {"feature_cache": True}},
+        {"method": "head", "lrs": [1e-3, 1e-2, 3e-2], "overrides": {"feature_cache": True}},
         {"method": "full", "lrs": [2e-5, 5e-5, 1e-4]},
         {"method": "bitfit", "lrs": [3e-4, 1e-3, 3e-3]},
         {"method": "layers", "label": "top3", "options": {"select": ["top3"]}, "lrs": [3e-5, 1e-4, 3e-4]},
