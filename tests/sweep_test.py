@@ -86,7 +86,7 @@ class PointsTest(parameterized.TestCase):
         with mock.patch.object(selected, "SELECTION", missing):
             core = sweep.expand(sweep.load_grid("core"))
             fractions = sweep.expand(sweep.load_grid("data_fraction"))
-        self.assertLen(core, 120)
+        self.assertLen(core, 135)
         self.assertLen(fractions, 72)
         critical = next(p for p in core if p.setting == "critical2" and p.task == "sst2")
         self.assertEqual(critical.options["distances_file"], "runs/sweeps/core/sst2/full/lr1e-4/frac0.2/seed0")

@@ -5,8 +5,15 @@ reported on dev. The table behind results/claims.md.
 
 Settings come from results/selection.json (configs/grids/lr_selection.py + scripts/select_hparams.py);
 `critical2` (the 2 layers that moved most) takes the rate chosen for `top3` and ranks layers by this
-grid's own full fine-tuning run of the same task and seed 0, so full runs first. 3 epochs; SST-2 1
-epoch on a 20% subset. Order: seed 0 of every cell, then seed 1, then seed 2.
+grid's own full fine-tuning run of the same task and seed 0, so full runs first. `critical2-grad`
+(same rate) trains the 2 layers ranked first by the gradient ranking computed before training
+(fft/layer_ranking.py), read from results/rankings/<task>_gradient.json: `python
+scripts/rank_layers.py` must have written those files first, one per task, e.g.
+
+  python scripts/rank_layers.py --config=configs/glue.py:task=cola,model=minilm --config.model.pooling=mean
+  (SST-2 adds --config.data.train_fraction=0.2 --config.num_epochs=1.0)
+
+3 epochs; SST-2 1 epoch on a 20% subset. Order: seed 0 of every cell, then seed 1, then seed 2.
 """
 
 import ml_collections
@@ -37,6 +44,8 @@ def get_config():
         selected.entry("layers", label="top3", selected_as="layers"),
         critical2(["cola", "stsb", "rte", "mrpc"], 1.0),
         critical2(["sst2"], 0.2),
+        selected.entry("critical", label="critical2-grad", selected_as="layers",
+                       options={"k": 2, "distances_file": "results/rankings/{task}_gradient.json"}),
         selected.entry("supermask"),
         selected.entry("lora"),
         selected.entry("adapters"),
