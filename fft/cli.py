@@ -1,8 +1,9 @@
-"""The `fft` command: `fft train`, `fft analyze`, `fft export`.
+"""The `fft` command: `fft train`, `fft analyze`, `fft export`, `fft sweep`.
 
   fft train --config=configs/glue.py:task=rte --workdir=runs/rte [--config.optim.lr=3e-5] [-v]
   fft analyze --run=runs/rte --out_dir=runs/rte/analysis
   fft export runs/rte_lora [--out=DIR]
+  fft sweep pooling [--jobs N] [--dry-run] [--only-table]     (grids: configs/grids/)
 
 `pip install -e .` installs it; `python -m fft.main ...` is `fft train ...`. fft's own errors (a bad
 config field, data file, checkpoint, model folder, rule ...) print as one line
