@@ -83,7 +83,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from fft import distances, methods, partition, steps, train, tree_paths, validate
+from fft import distances, methods, partition, steps, train, tree_paths, validate, writers
 from fft.data import batching, glue, tokenize
 
 STATISTIC = "score = ||theta_l|| * mean_b ||g_b,l|| (first-order loss decrease of a normalized step)"
@@ -436,15 +436,5 @@ def write(result: Ranking, path) -> dict[str, Any]:
     report = to_json(result)
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_finite(report), indent=1, allow_nan=False) + "\n")
+    path.write_text(json.dumps(writers.finite_or_none(report), indent=1, allow_nan=False) + "\n")
     return report
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -117,7 +117,7 @@ def task_params(config: ml_collections.ConfigDict, trained: Any) -> tuple[Any, A
 
 def export_run(workdir: str | pathlib.Path, *, out_dir: str | pathlib.Path | None = None,
                step: int | None = None) -> dict[str, Any]:
-    """Writes a run's task as its method stores it (delta, mask bits, PEFT adapter folder) from a
+    """Writes a run's task as its method's export stores it from a
     checkpoint (default the latest) into `out_dir` (default the workdir), e.g. after training
     with `export_delta=False`, or from an earlier step. Returns the method's export report with
     the written `file` path and the `step`."""
@@ -603,7 +603,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if jax.process_index() == 0:
         # Strict JSON: a value that is not finite (no training step ran, so no loss) is null.
         (workdir / "final_metrics.json").write_text(
-            json.dumps(_finite_or_none(final), indent=1, sort_keys=True, allow_nan=False)
+            json.dumps(writers.finite_or_none(final), indent=1, sort_keys=True, allow_nan=False)
         )
     logging.info("Final: %s", json.dumps(final["eval"], sort_keys=True))
     run.writer.flush()
@@ -647,17 +647,6 @@ def _summary(final: dict[str, Any], workdir: pathlib.Path) -> list[str]:
         written.append(pathlib.Path(final["export"]["file"]).name)
     lines.append(f"wrote {', '.join(written)} in {workdir}")
     return lines
-
-
-def _finite_or_none(value: Any) -> Any:
-    """`value` with every float that is not finite replaced by None, recursively."""
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_none(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _save_train_time(workdir: pathlib.Path, step: int, seconds: float, examples: int) -> None:

@@ -7,8 +7,10 @@ the same methods (write_scalars, write_hparams, flush, close).
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
+import math
 import pathlib
 from collections.abc import Mapping
 from typing import Any
@@ -90,3 +92,14 @@ def create_writer(workdir: str | pathlib.Path, *, just_logging: bool):
 
 def _fmt(value: float) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def finite_or_none(value: Any) -> Any:
+    """`value` with every float that is not finite replaced by None, recursively (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
