@@ -64,9 +64,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model = {
         "name": args.model,  # 'minilm' (packaged), a local HF folder, or a hub name if online.
         "dtype": args.dtype,  # Compute dtype; parameters stay float32.
-        # What the head classifies: 'cls' (first token; BERT through its pooler) or 'mean' (the
-        # mean of the real tokens, as sentence-transformers such as minilm pool; BERT: no pooler).
-        "pooling": "cls",
+        # What the head classifies: 'cls' (first token; BERT through its pooler), 'mean' (the
+        # mean of the real tokens; BERT: no pooler) or 'auto': the pooling the model folder was
+        # trained with (sentence-transformers' modules.json: 'mean' for minilm), else 'cls'.
+        # Measured: results/grids/pooling.md; README "Pooling".
+        "pooling": "auto",
         "random_init": ml_collections.ConfigDict(
             dict(enabled=False, tokenizer="minilm", **TINY_MODEL)
         ),

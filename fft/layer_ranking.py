@@ -370,6 +370,7 @@ def rank(config: ml_collections.ConfigDict, settings: Settings = Settings()) -> 
     validate.check(config)
     methods.check_config(config)
     task = glue.get_task(config.task)
+    config = train.with_concrete_pooling(config)
     bundle = train.load_model(config, task.num_labels)
     method = methods.create(config, bundle.model)
     params, frozen = method.init(bundle.params, train.method_key(config))

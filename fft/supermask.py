@@ -19,7 +19,14 @@ Score init (per tensor, float32; ``t = threshold``, ``c = init_scale``, ``n = si
   * ``'uniform'``: ``u ~ U[0, 1)`` and ``S = t + c * (u - cut)``, ``cut`` halfway between the
     ``n0``-th and ``n0 + 1``-th smallest ``u``: the ``n0`` smallest draws fall below ``t``.
   * ``'magnitude'``: as ``'uniform'`` with ``u = |W| / max|W|``: the smallest-magnitude weights
-    start masked and larger weights have larger scores.
+    start masked and larger weights have larger scores. The spread of ``u`` is the tensor's:
+    where a few outlier weights set ``max|W|`` (MiniLM's FFN output projections: max/median |W|
+    136-285 against 8-13 for attention), most scores start within ``c * 0.003`` of the threshold
+    and flip after a few Adam steps whatever the gradient says (README "Supermasks": that tensor
+    then loses 3-4x more mask entries than any other, in every task).
+  * ``'rank'``: as ``'magnitude'`` but ``u = (rank of |W| in its tensor + 1/2) / n``: the same
+    order (smallest weights masked, larger weights larger scores) with the same, uniform spread of
+    distances to the threshold in every tensor, so how many entries flip is the gradients' doing.
 For the last two, ties at the cut are resolved by rank (lowest value, then lowest index, is
 masked) and scores are clamped to the correct side of ``t`` (kept ones to at least the next
 normal float32 above ``t``), so the count is exact. In topk mode
@@ -60,7 +67,7 @@ EMBEDDING_RULE = r"embeddings/word_embeddings/embedding"
 POOLER_RULE = r"pooler/dense/kernel"
 DEFAULT_HEAD_KEYS = models.ALL_HEAD_NAMES  # Any registered model's head (fft.methods.head_keys).
 MODES = ("threshold", "topk")
-INITS = ("constant", "uniform", "magnitude")
+INITS = ("constant", "uniform", "magnitude", "rank")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +80,7 @@ class MaskConfig:
       mode: 'threshold' (``score > threshold``) or 'topk' (keep ``keep_fraction`` per tensor).
       threshold: the cut for threshold mode; also the centre of the initial scores.
       keep_fraction: share of entries kept per tensor in topk mode, in (0, 1].
-      init: 'constant', 'uniform' or 'magnitude' (see the module docstring).
+      init: 'constant', 'uniform', 'magnitude' or 'rank' (see the module docstring).
       initial_sparsity: share of entries masked at init, in [0, 1).
       init_scale: distance scale of the initial scores from the threshold (> 0). With Adam a score
         moves by about the learning rate per step, so ``init_scale / lr`` steps flip a mask entry.
@@ -285,6 +292,10 @@ def _init_leaf(key: jax.Array, weight: jax.Array, config: MaskConfig) -> jax.Arr
     if config.init == "magnitude":
         u = jnp.abs(weight.astype(jnp.float32))
         u = u / jnp.maximum(jnp.max(u), jnp.finfo(jnp.float32).tiny)
+    elif config.init == "rank":  # Stable sort: equal magnitudes are ranked by flat index.
+        order = jnp.argsort(jnp.abs(weight.astype(jnp.float32)).reshape(-1), stable=True)
+        ranks = jnp.zeros(n, jnp.float32).at[order].set(jnp.arange(n, dtype=jnp.float32))
+        u = ((ranks + 0.5) / n).reshape(weight.shape)
     else:
         u = jax.random.uniform(key, weight.shape, jnp.float32)
     below, ordered = _lowest(u, n0)

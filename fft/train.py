@@ -8,6 +8,7 @@ batch). Checkpoints resume automatically from the workdir.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import json
@@ -74,6 +75,7 @@ def load_model(config: ml_collections.ConfigDict, num_labels: int) -> ModelBundl
     pooling = config.model.get("pooling", "cls")  # Runs from before the field pooled by 'cls'.
     rand = config.model.random_init
     if rand.enabled:
+        pooling = loading.resolve_pooling(pooling, None)
         fields = {k: v for k, v in rand.items() if k not in ("enabled", "tokenizer")}
         model_config = models.bert.BertConfig(**fields)
         model = models.create_model("bert", model_config, num_labels, dtype, pooling)
@@ -83,6 +85,7 @@ def load_model(config: ml_collections.ConfigDict, num_labels: int) -> ModelBundl
                  f"ffn {fields['intermediate_size']}")
         return ModelBundle(model, params, tokenizer_dir, f"random-init bert ({shape})")
     model_dir = loading.resolve_model_dir(config.model.name)
+    pooling = loading.resolve_pooling(pooling, model_dir)
     pretrained = loading.load_pretrained(model_dir)
     model = models.create_model(
         pretrained.model_type, pretrained.model_config, num_labels, dtype, pooling
@@ -90,6 +93,18 @@ def load_model(config: ml_collections.ConfigDict, num_labels: int) -> ModelBundl
     params = loading.init_params(model, rng, pretrained.params)
     pooled = "" if pooling == "cls" else f", {pooling} pooling"
     return ModelBundle(model, params, model_dir, f"{pretrained.model_type} from {model_dir}{pooled}")
+
+
+def with_concrete_pooling(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The config with `model.pooling='auto'` replaced by what it means for this model (a copy;
+    `loading.resolve_pooling`), so the run's config.json, its export and its analysis name the
+    pooling the run used."""
+    if config.model.get("pooling") != loading.POOLING_AUTO:
+        return config
+    config = copy.deepcopy(config)
+    config.model.pooling = loading.config_pooling(config.model)
+    logging.info("model.pooling=auto: %s for %s", config.model.pooling, config.model.name)
+    return config
 
 
 def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
@@ -333,6 +348,7 @@ def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run
     methods.check_config(config)
     prepare_workdir(workdir)
     task = glue.get_task(config.task)
+    config = with_concrete_pooling(config)
     bundle = load_model(config, task.num_labels)
     logging.info("Model: %s", bundle.description)
     method = methods.create(config, bundle.model)

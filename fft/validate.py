@@ -17,6 +17,7 @@ from fft import errors
 DTYPES = ("float32", "bfloat16", "float16")
 DROPOUT_RNGS = ("rbg", "threefry2x32", "unsafe_rbg")  # PRNG kinds of the dropout key.
 POOLINGS = ("cls", "mean")  # fft.models.POOLINGS (not imported: this module stays light).
+CONFIG_POOLINGS = POOLINGS + ("auto",)  # 'auto': the model folder's own (fft.models.loading).
 
 
 class ConfigError(errors.FftError, ValueError):
@@ -81,7 +82,7 @@ def check(config: ml_collections.ConfigDict) -> None:
             f"config.num_epochs={_get(config, 'num_epochs')!r} and config.num_train_steps="
             f"{_get(config, 'num_train_steps')!r}: nothing to train"
         )
-    for path, valid in (("model.dtype", DTYPES), ("dropout_rng", DROPOUT_RNGS), ("model.pooling", POOLINGS)):
+    for path, valid in (("model.dtype", DTYPES), ("dropout_rng", DROPOUT_RNGS), ("model.pooling", CONFIG_POOLINGS)):
         value = _get(config, path)
         if value is not None and value not in valid:
             fail(path, value, f"valid: {', '.join(valid)}")

@@ -27,7 +27,7 @@ LAYERS = ["layer_0", "layer_1"]
 
 def _tiny_model(config):
     fields = {k: v for k, v in config.model.random_init.items() if k not in ("enabled", "tokenizer")}
-    return models.create_model("bert", bert.BertConfig(**fields), 2, jnp.float32, config.model.pooling)
+    return models.create_model("bert", bert.BertConfig(**fields), 2, jnp.float32, loading.config_pooling(config.model))
 
 
 def _layer_leaves(flat, layer: int):

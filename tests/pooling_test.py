@@ -7,6 +7,7 @@ separate venv); these tests never import torch.
 """
 
 import functools
+import json
 import pathlib
 import warnings
 
@@ -275,13 +276,21 @@ class ConfigTest(absltest.TestCase):
 
     def test_config_default_and_load_model(self):
         config = tiny_config()
-        self.assertEqual(config.model.pooling, "cls")
+        self.assertEqual(config.model.pooling, "auto")  # Random init: no folder to ask, so cls.
+        self.assertEqual(train.load_model(config, 2).model.pooling, "cls")
+        self.assertEqual(train.with_concrete_pooling(config).model.pooling, "cls")
+        self.assertEqual(config.model.pooling, "auto")  # with_concrete_pooling copies.
         config.model.pooling = "avg"
         with self.assertRaisesRegex(models.ModelConfigError, "config.model.pooling='avg'"):
             train.load_model(config, 2)
         # A run config from before the field builds its model with cls pooling.
         del config.model["pooling"]
         self.assertEqual(train.load_model(config, 2).model.pooling, "cls")
+
+    def test_tiny_run_records_the_concrete_pooling(self):
+        workdir = pathlib.Path(self.create_tempdir().full_path)
+        train.train_and_evaluate(tiny_config(), workdir)
+        self.assertEqual(train.load_run_config(workdir).model.pooling, "cls")
 
     def test_tiny_training_with_mean_pooling(self):
         config = tiny_config(**{"model.pooling": "mean"})
@@ -292,6 +301,72 @@ class ConfigTest(absltest.TestCase):
         final = train.train_and_evaluate(config, self.create_tempdir().full_path)
         self.assertEqual(final["steps"], 6)
         self.assertBetween(final["eval"]["dev"]["accuracy"], 0.0, 1.0)
+
+
+def _write_sentence_transformers_folder(root: pathlib.Path, modes: dict | str | None, *, path="1_Pooling"):
+    """modules.json (Transformer, Pooling at `path`, Normalize) and the pooling module's config."""
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": path, "type": "sentence_transformers.models.Pooling"},
+               {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
+    (root / "modules.json").write_text(json.dumps(modules))
+    if modes is not None:
+        (root / path).mkdir()
+        text = modes if isinstance(modes, str) else json.dumps(modes)
+        (root / path / "config.json").write_text(text)
+
+
+def _modes(**on) -> dict:
+    names = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens")
+    return {"word_embedding_dimension": 32, **{f"pooling_mode_{n}": bool(on.get(n)) for n in names}}
+
+
+class AutoPoolingTest(absltest.TestCase):
+    """`pooling='auto'` (the config default) reads the folder's sentence-transformers pooling."""
+
+    def test_packaged_minilm_is_mean(self):
+        folder = loading.resolve_model_dir("minilm")
+        self.assertEqual(loading.folder_pooling(folder), "mean")
+        self.assertEqual(loading.resolve_pooling("auto", folder), "mean")
+        self.assertEqual(loading.resolve_pooling("cls", folder), "cls")  # An explicit choice wins.
+
+    def test_plain_hugging_face_folder_is_cls(self):
+        self.assertIsNone(loading.folder_pooling(_TINY_DIRS["bert"]))
+        self.assertEqual(loading.resolve_pooling("auto", _TINY_DIRS["bert"]), "cls")
+        self.assertEqual(loading.resolve_pooling("auto", None), "cls")
+
+    def test_sentence_transformers_modes(self):
+        cases = [(_modes(mean_tokens=True), "mean"), (_modes(cls_token=True), "cls"),
+                 (_modes(max_tokens=True), None), (_modes(mean_tokens=True, max_tokens=True), None),
+                 (_modes(), None), (None, None)]
+        for modes, expected in cases:
+            root = pathlib.Path(self.create_tempdir().full_path)
+            _write_sentence_transformers_folder(root, modes, path="pool_module")
+            self.assertEqual(loading.folder_pooling(root), expected, modes)
+            self.assertEqual(loading.resolve_pooling("auto", root), expected or "cls", modes)
+
+    def test_malformed_files_name_the_file(self):
+        root = pathlib.Path(self.create_tempdir().full_path)
+        _write_sentence_transformers_folder(root, "{not json")
+        with self.assertRaisesRegex(loading.ModelNotFoundError, r"1_Pooling/config\.json: not readable JSON"):
+            loading.folder_pooling(root)
+        (root / "modules.json").write_text('{"0": "x"}')
+        with self.assertRaisesRegex(loading.ModelNotFoundError, r"modules\.json: expected a JSON list"):
+            loading.folder_pooling(root)
+
+    def test_config_auto_with_a_pretrained_folder(self):
+        root = pathlib.Path(self.create_tempdir().full_path)
+        for f in _TINY_DIRS["bert"].iterdir():
+            if f.is_file():
+                (root / f.name).write_bytes(f.read_bytes())
+        config = tiny_config()
+        config.model.random_init.enabled = False
+        config.model.name = str(root)
+        self.assertEqual(train.load_model(config, 2).model.pooling, "cls")
+        _write_sentence_transformers_folder(root, _modes(mean_tokens=True))
+        bundle = train.load_model(config, 2)
+        self.assertEqual(bundle.model.pooling, "mean")
+        self.assertNotIn("pooler", bundle.params)
+        self.assertEqual(train.with_concrete_pooling(config).model.pooling, "mean")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """Tests for fft.supermask: binarizers, init sparsity, gradients, assemble + optimizer."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -143,7 +145,7 @@ class InitTest(parameterized.TestCase):
     @parameterized.parameters(
         [(init, sparsity, 0.0) for init in sm.INITS for sparsity in (0.01, 0.05, 0.1)]
         + [(init, 0.05, 0.5) for init in sm.INITS]
-        + [("uniform", 0.0, 0.0), ("magnitude", 0.0, 0.5)]
+        + [("uniform", 0.0, 0.0), ("magnitude", 0.0, 0.5), ("rank", 0.0, 0.0)]
     )
     def test_initial_sparsity_is_met_exactly(self, init, initial_sparsity, threshold):
         params = _bert_like(jax.random.PRNGKey(1), hidden=16, ffn=40)
@@ -176,6 +178,30 @@ class InitTest(parameterized.TestCase):
                 np.all(np.diff(np.asarray(s).reshape(-1)[np.argsort(w.reshape(-1))]) >= 0)
             )
 
+    def test_rank_init_orders_like_magnitude_with_one_spread_for_every_tensor(self):
+        params = _bert_like(jax.random.PRNGKey(3), hidden=16, ffn=40)
+        flat = tree_paths.flatten(params)
+        # One outlier per tensor squeezes the magnitude init's scores against the threshold.
+        outlier = {p: np.asarray(w).copy() for p, w in flat.items()}
+        for w in outlier.values():
+            w.reshape(-1)[0] = 1000.0 * np.abs(w).max()
+        params = tree_paths.unflatten(outlier)
+        config = sm.MaskConfig(init="rank", initial_sparsity=0.25, init_scale=1.0)
+        by_rank = tree_paths.flatten(sm.init_scores(None, params, config))
+        by_magnitude = tree_paths.flatten(
+            sm.init_scores(None, params, dataclasses.replace(config, init="magnitude")))
+        for path, s in by_rank.items():
+            s = np.asarray(s).reshape(-1)
+            w = np.abs(outlier[path]).reshape(-1)
+            # The same masked set as 'magnitude', scores in the same order as |w|.
+            np.testing.assert_array_equal(s > 0.0, np.asarray(by_magnitude[path]).reshape(-1) > 0.0)
+            self.assertTrue(np.all(np.diff(s[np.argsort(w, kind="stable")]) > 0))
+            # Evenly spread: sorted scores step by 1/n (scale 1), whatever the outlier.
+            np.testing.assert_allclose(np.diff(np.sort(s)), 1.0 / s.size, rtol=1e-3, atol=1e-6)
+            median_distance = np.median(np.abs(np.asarray(by_magnitude[path])))
+            self.assertLess(median_distance, 1e-2)  # vs ~0.3 for 'rank':
+            self.assertGreater(np.median(np.abs(s)), 0.2)
+
     def test_init_is_seeded_and_topk_starts_from_the_same_mask(self):
         params = _bert_like(jax.random.PRNGKey(4))
         config = sm.MaskConfig(init="uniform", initial_sparsity=0.1)
@@ -187,7 +213,7 @@ class InitTest(parameterized.TestCase):
         self.assertFalse(
             all(jax.tree.leaves(jax.tree.map(lambda x, y: bool(jnp.all(x == y)), a, c)))
         )
-        for init in ("constant", "uniform", "magnitude"):
+        for init in sm.INITS:
             thr = sm.MaskConfig(init=init, initial_sparsity=0.1)
             topk = sm.MaskConfig(init=init, initial_sparsity=0.1, mode="topk", keep_fraction=0.9)
             scores = sm.init_scores(None, params, thr)

@@ -26,7 +26,7 @@ class ValidateTest(parameterized.TestCase):
         ({"num_train_steps": 0, "num_epochs": 0.0}, r"config.num_epochs=0.0 and config.num_train_steps=0: nothing to train"),
         ({"num_train_steps": -2}, r"config.num_train_steps=-2: must be an integer >= 0"),
         ({"model.dtype": "float33"}, r"config.model.dtype='float33': valid: float32, bfloat16, float16"),
-        ({"model.pooling": "max"}, r"config.model.pooling='max': valid: cls, mean"),
+        ({"model.pooling": "max"}, r"config.model.pooling='max': valid: cls, mean, auto"),
     )
     def test_bad_field_is_named_and_nothing_is_written(self, overrides, message):
         workdir = pathlib.Path(self.create_tempdir().full_path) / "run"

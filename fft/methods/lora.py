@@ -211,7 +211,7 @@ def export_peft(trainable, out_dir: pathlib.Path, config, rank: int, alpha: floa
 
     if config.model.random_init.enabled:
         return {"peft_dir": None, "peft_error": "a random-init model has no base model PEFT could load"}
-    if config.model.get("pooling", "cls") != "cls":
+    if loading.config_pooling(config.model) != "cls":
         return {"peft_dir": None, "peft_error": "mean pooling: a PEFT BertForSequenceClassification pools "
                 "[CLS] through the pooler, so it would compute other logits"}
     name = config.model.name

@@ -30,7 +30,7 @@ OPTIONS = {
     "mode": "threshold",  # 'threshold' (score > threshold) or 'topk' (keep_fraction per tensor).
     "threshold": 0.0,
     "keep_fraction": 0.95,
-    "init": "uniform",  # 'constant' | 'uniform' | 'magnitude'.
+    "init": "uniform",  # 'constant' | 'uniform' | 'magnitude' | 'rank' (fft.supermask docstring).
     "initial_sparsity": 0.05,
     "init_scale": 0.05,
     "score_lr": 1e-3,  # The head trains with optim.lr.

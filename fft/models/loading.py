@@ -40,6 +40,8 @@ _HUB_PATTERNS = [
     "*.safetensors.index.json",
     "vocab.txt",
     "tokenizer*",
+    "modules.json",  # sentence-transformers: its pooling module (see `folder_pooling`).
+    "*_Pooling/config.json",
 ]
 _HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
 _HUB_TIMEOUT_S = 3.0
@@ -110,6 +112,73 @@ def resolve_model_dir(name: str | os.PathLike) -> pathlib.Path:
     if path.is_absolute() or text.startswith((".", "~")) or not _HUB_ID.fullmatch(text):
         raise ModelNotFoundError(f"Model folder {text} does not exist.")
     return _from_hub(text)
+
+
+POOLING_AUTO = "auto"  # config.model.pooling: what the model folder says (`resolve_pooling`).
+
+
+def folder_pooling(model_dir: str | os.PathLike) -> str | None:
+    """The pooling a sentence-transformers folder was trained with, as a `models.POOLINGS` value.
+
+    A sentence-transformers model folder lists its modules in `modules.json`; the one whose type ends
+    in `Pooling` names a subfolder whose `config.json` sets `pooling_mode_cls_token`,
+    `pooling_mode_mean_tokens`, ... Returns 'mean' when mean-of-tokens is the only mode set, 'cls'
+    when the CLS token is, and None for a plain Hugging Face folder (no `modules.json`), a folder
+    without a pooling module, or modes fft does not implement (max, mean_sqrt_len, weighted, ...).
+    Unreadable or malformed files raise `ModelNotFoundError` naming the file.
+    """
+    root = pathlib.Path(model_dir)
+    modules_file = root / "modules.json"
+    if not modules_file.is_file():
+        return None
+    modules = _read_json(modules_file)
+    if not isinstance(modules, list):
+        raise ModelNotFoundError(f"{modules_file}: expected a JSON list of modules, got {type(modules).__name__}")
+    for module in modules:
+        if isinstance(module, dict) and str(module.get("type", "")).endswith("Pooling"):
+            pooling_file = root / str(module.get("path", "")) / "config.json"
+            if not pooling_file.is_file():
+                return None
+            modes = _read_json(pooling_file)
+            if not isinstance(modes, dict):
+                raise ModelNotFoundError(f"{pooling_file}: expected a JSON object of pooling modes")
+            chosen = sorted(k for k, v in modes.items() if k.startswith("pooling_mode_") and v is True)
+            if chosen == ["pooling_mode_mean_tokens"]:
+                return "mean"
+            if chosen == ["pooling_mode_cls_token"]:
+                return "cls"
+            return None
+    return None
+
+
+def resolve_pooling(pooling: str, model_dir: str | os.PathLike | None) -> str:
+    """`config.model.pooling` made concrete: 'auto' becomes the pooling the model was trained with
+    (`folder_pooling`: 'mean' for the packaged all-MiniLM-L6-v2), or 'cls' (BERT's own layout:
+    [CLS] -> pooler) when the folder does not say or there is none (random init); 'cls' and 'mean'
+    pass through. Why 'auto' is the default: results/grids/pooling.md and the README's "Pooling"."""
+    if pooling != POOLING_AUTO:
+        return pooling
+    found = folder_pooling(model_dir) if model_dir is not None else None
+    return found or "cls"
+
+
+def config_pooling(model_config: Any) -> str:
+    """The concrete pooling of a config's `model` block (`resolve_pooling` of its `pooling`, 'cls'
+    when the field is absent as in runs from before it; random-init models have no folder)."""
+    pooling = model_config.get("pooling", "cls")
+    if pooling != POOLING_AUTO:
+        return pooling
+    random_init = model_config.get("random_init")
+    if random_init is not None and random_init.get("enabled"):
+        return resolve_pooling(pooling, None)
+    return resolve_pooling(pooling, resolve_model_dir(model_config.name))
+
+
+def _read_json(path: pathlib.Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelNotFoundError(f"{path}: not readable JSON ({e})") from e
 
 
 def _from_hub(name: str) -> pathlib.Path:
