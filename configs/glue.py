@@ -89,6 +89,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.checkpoint = common.checkpoint_config()
     config.log_every_steps = 20
     config.eval_every_steps = 0  # 0: evaluate at the end of every epoch.
+    # Wall-clock limits (fft.budget), unset by default: seconds of training (evaluation and
+    # checkpoints excluded); the step count is planned from the measured step time (or
+    # time_budget_step_s) and num_epochs is ignored. eval_every_s adds evaluations every so many
+    # training seconds (the points of <workdir>/curve.json).
+    config.time_budget_s = ml_collections.config_dict.placeholder(float)
+    config.time_budget_step_s = ml_collections.config_dict.placeholder(float)
+    config.eval_every_s = ml_collections.config_dict.placeholder(float)
     # At each evaluation, log per-layer distances to the step-0 weights (dist/<measure>/<group>).
     config.track_distances = True
     config.transfer_guard = "disallow"  # Implicit host<->device copies in the training loop fail.

@@ -41,6 +41,7 @@ from fft import (
     validate,
     writers,
 )
+from fft import budget
 from fft import progress as progress_lib
 from fft.data import batching, glue, packing, splits, tokenize
 from fft.models import loading
@@ -141,6 +142,7 @@ def export_run(workdir: str | pathlib.Path, *, out_dir: str | pathlib.Path | Non
     state, step = checkpoint.load_state_dict(workdir, step)
     bundle = load_model(config, glue.get_task(config.task).num_labels)
     method = methods.create(config, bundle.model)
+    method.init(bundle.params, method_key(config))  # Methods that choose what trains (e.g. nodes) choose it here.
     out = pathlib.Path(out_dir) if out_dir else workdir
     out.mkdir(parents=True, exist_ok=True)
     metadata = {"task": config.task, "model": bundle.description, "method": method.description, "step": str(step)}
@@ -262,9 +264,47 @@ def check_finite(step: int, loss: float, workdir: pathlib.Path) -> None:
         )
 
 
-def is_finished(workdir: pathlib.Path, restored_step: int | None, num_steps: int) -> bool:
-    """Whether the workdir holds a finished run: its last checkpoint and its final metrics."""
-    return restored_step is not None and restored_step >= num_steps and (workdir / "final_metrics.json").is_file()
+def is_finished(workdir: pathlib.Path, restored_step: int | None, num_steps: int,
+                plan: "budget.Plan | None" = None) -> bool:
+    """Whether the workdir holds a finished run: its last checkpoint (the last step, or the step its
+    time budget stopped it at) and its final metrics."""
+    last = num_steps if plan is None or plan.stopped_at_step is None else plan.stopped_at_step
+    return restored_step is not None and restored_step >= last and (workdir / "final_metrics.json").is_file()
+
+
+def calibrate_budget(config, train_fn, state, frozen, rng, data, steps_per_epoch, cache, mesh) -> budget.Plan:
+    """The step count of a time-budgeted run (fft.budget): `config.time_budget_step_s`, or this
+    run's train step timed on the first batches of its data, on a copy of the state (discarded)."""
+    given = config.get("time_budget_step_s")
+    if given is not None:
+        step_seconds, ran, source = float(given), 0, "given"
+    else:
+        scratch = jax.jit(lambda s: jax.tree.map(jnp.copy, s), out_shardings=jax.tree.map(lambda x: x.sharding, state))(state)
+        holder = [scratch]
+
+        def one_step(batch):
+            holder[0], metrics = train_fn(holder[0], frozen, prepare_batch(batch, cache, mesh), rng)
+            jax.block_until_ready(metrics)
+
+        wanted = budget.CALIBRATION_WARMUP + budget.CALIBRATION_STEPS
+        batches = (b for _, b in _batches_from(data, config, steps_per_epoch, 0, wanted))
+        with jax.transfer_guard(config.transfer_guard):
+            step_seconds, ran = budget.measure_step_seconds(one_step, batches)
+        del holder
+        step_seconds, source = budget.agree(step_seconds), "measured"
+    num_steps = budget.steps_within(config.time_budget_s, step_seconds)
+    console.info(f"time budget {config.time_budget_s:g} s: {num_steps} steps at {step_seconds:.4g} s a step "
+                 f"({source}{f' over {ran - budget.CALIBRATION_WARMUP} timed steps' if ran else ''})")
+    return budget.Plan(budget_s=float(config.time_budget_s), step_seconds=step_seconds, num_steps=num_steps,
+                       source=source, calibration_steps=ran)
+
+
+def prepare_batch(batch: dict[str, Any], cache, mesh) -> dict[str, Any]:
+    """A host batch as the train step takes it: cached features swapped in, on the devices."""
+    if cache is not None:
+        batch = feature_cache.batch_features(cache, batch)
+    batch.pop("index", None)
+    return sharding.global_batch_to_device(batch, mesh)
 
 
 def prepare_workdir(workdir: pathlib.Path) -> None:
@@ -337,6 +377,7 @@ class Run:
     total_params: int = 0
     method: Any = None  # fft.methods.Method: assemble, merge, metrics, export.
     metrics_fn: Any = None  # The method's jitted extra metrics (trainable -> {tag: scalar}), or None.
+    plan: Any = None  # fft.budget.Plan of a time-budgeted run (config.time_budget_s), else None.
 
 
 def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run, steps.TrainState, int | None]:
@@ -345,6 +386,7 @@ def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run
     legacy = "method" not in config  # Written before methods were parts.
     config = methods.upgrade_config(config)
     validate.check(config)  # Before anything is written to the workdir.
+    budget.check_config(config)
     methods.check_config(config)
     prepare_workdir(workdir)
     task = glue.get_task(config.task)
@@ -397,13 +439,6 @@ def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run
         ) from e
     if restored_step is not None:
         logging.info("Resumed from checkpoint at step %d in %s", restored_step, workdir)
-    # Written once the checkpoint is known to fit this config: a failed resume leaves the
-    # workdir's config.json describing its checkpoints. A finished run is left as it is.
-    is_main = jax.process_index() == 0 and not is_finished(workdir, restored_step, num_steps)
-    writer = writers.create_writer(workdir, just_logging=not is_main)
-    if is_main:
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=1, sort_keys=True))
-        writer.write_hparams(tree_paths.flatten(config.to_dict(), sep="."))
 
     batch_sh = sharding.batch_sharding(mesh)
     regression = is_regression(task)
@@ -411,16 +446,39 @@ def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run
     if config.feature_cache:
         cache = build_feature_cache(config, method, data, trainable_host, params, frozen, mesh)
         forward = feature_cache.cached_apply(method.model, cache.start)
-    train_fn = jax.jit(
-        functools.partial(
-            steps.train_step, model=method.model, tx=tx, is_regression=regression,
-            forward=forward, assemble=method.assemble,
-            learning_rates=functools.partial(_learning_rates, schedules),
-        ),
-        in_shardings=(state_sh, frozen_sh, batch_sh, repl),
-        out_shardings=(state_sh, repl),
-        donate_argnums=(0,),  # The state; the frozen tree is reused every step.
-    )
+
+    def compile_train(tx, schedules):
+        return jax.jit(
+            functools.partial(
+                steps.train_step, model=method.model, tx=tx, is_regression=regression,
+                forward=forward, assemble=method.assemble,
+                learning_rates=functools.partial(_learning_rates, schedules),
+            ),
+            in_shardings=(state_sh, frozen_sh, batch_sh, repl),
+            out_shardings=(state_sh, repl),
+            donate_argnums=(0,),  # The state; the frozen tree is reused every step.
+        )
+
+    train_fn = compile_train(tx, schedules)
+    # Made by a jitted call onto the mesh: device_put of a one-device key fails across processes.
+    rng = jax.jit(functools.partial(dropout_key, config), out_shardings=repl)()
+    plan = None
+    if config.get("time_budget_s") is not None:
+        plan = budget.load_plan(workdir)
+        if plan is None:
+            plan = calibrate_budget(config, train_fn, state, frozen, rng, data, steps_per_epoch, cache, mesh)
+            budget.save_plan(workdir, plan)
+        if plan.num_steps != num_steps:  # The schedule spans the planned steps: compile it.
+            num_steps = plan.num_steps
+            tx, schedules = make_optimizer(config, method, trainable_host, num_steps)
+            train_fn = compile_train(tx, schedules)
+    # Written once the checkpoint is known to fit this config: a failed resume leaves the
+    # workdir's config.json describing its checkpoints. A finished run is left as it is.
+    is_main = jax.process_index() == 0 and not is_finished(workdir, restored_step, num_steps, plan)
+    writer = writers.create_writer(workdir, just_logging=not is_main)
+    if is_main:
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=1, sort_keys=True))
+        writer.write_hparams(tree_paths.flatten(config.to_dict(), sep="."))
     eval_step = jax.jit(
         functools.partial(
             steps.eval_step, model=method.model, is_regression=regression, assemble=method.assemble
@@ -440,9 +498,7 @@ def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run
     run = Run(
         config=config, workdir=workdir, task=task, data=data, model_description=bundle.description,
         mesh=mesh, train_fn=train_fn, eval_fn=eval_fn, manager=manager, writer=writer, frozen=frozen,
-        # Made by a jitted call onto the mesh: device_put of a one-device key fails across processes.
-        rng=jax.jit(functools.partial(dropout_key, config), out_shardings=repl)(),
-        steps_per_epoch=steps_per_epoch, num_steps=num_steps,
+        rng=rng, steps_per_epoch=steps_per_epoch, num_steps=num_steps, plan=plan,
         initial_params=initial_params, distance_fn=distance_fn, cache=cache,
         method=method, metrics_fn=jax.jit(method.metrics) if method.metrics else None,
         trainable_params=partition.count_params(trainable_host),
@@ -510,25 +566,34 @@ def train_loop(run: Run, state: steps.TrainState, first_step: int) -> tuple[step
     eval_every = config.eval_every_steps or run.steps_per_epoch
     progress = console.TrainProgress(run.num_steps, first_step)
     paused = 0.0  # Seconds spent in evaluation and checkpointing, excluded from training time.
-    summary = {"examples_seen": 0, "last_train_loss": float("nan"), "eval": {}}
+    summary = {"examples_seen": 0, "last_train_loss": float("nan"), "eval": {}, "stopped_by_budget": False}
     # A resumed run continues the training time and example count of its earlier segments.
     before = _load_train_time(run.workdir, first_step)
     summary["examples_seen"] = before["examples_seen"]
+    budget.trim_curve(run.workdir, first_step)
+    clock = budget.Clock(run.plan.budget_s if run.plan else None, config.get("eval_every_s"), before["train_seconds"])
     t_loop = time.perf_counter() - before["train_seconds"]
     batches = _batches_from(run.data, config, run.steps_per_epoch, first_step, run.num_steps)
     for step, batch in batches:
-        if run.cache is not None:
-            batch = feature_cache.batch_features(run.cache, batch)
-        batch.pop("index", None)
-        with jax.profiler.StepTraceAnnotation("train", step_num=step):
-            state, step_metrics = run.train_fn(state, run.frozen, sharding.global_batch_to_device(batch, run.mesh), run.rng)
-        done = step + 1
         n_real = int(batch["weights"].sum())
+        device_batch = prepare_batch(batch, run.cache, run.mesh)
+        compiled, t_call = _compiled_count(run.train_fn), time.perf_counter()
+        with jax.profiler.StepTraceAnnotation("train", step_num=step):
+            state, step_metrics = run.train_fn(state, run.frozen, device_batch, run.rng)
+        if _compiled_count(run.train_fn) != compiled:  # This call compiled (a new batch shape):
+            compile_s = time.perf_counter() - t_call  # compiling is not training (dispatch is async).
+            summary["compile_seconds"] = summary.get("compile_seconds", 0.0) + compile_s
+            paused += compile_s
+            if step > first_step:  # The progress clock starts after the first step.
+                progress.exclude(compile_s)
+        done = step + 1
         summary["examples_seen"] += n_real
         progress.update(done, n_real)
-        due_log = done % config.log_every_steps == 0 or done == run.num_steps
-        due_save = done % config.checkpoint.every_steps == 0 or done == run.num_steps
-        due_eval = done % eval_every == 0 or done == run.num_steps
+        stop, timed_eval = clock.due(time.perf_counter() - t_loop - paused) if clock.active else (False, False)
+        last = done == run.num_steps or stop
+        due_log = done % config.log_every_steps == 0 or last
+        due_save = done % config.checkpoint.every_steps == 0 or last
+        due_eval = done % eval_every == 0 or last or timed_eval
         if due_log or due_save:
             scalars = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
             check_finite(done, scalars["train/loss"], run.workdir)
@@ -542,17 +607,31 @@ def train_loop(run: Run, state: steps.TrainState, first_step: int) -> tuple[step
             continue
         jax.block_until_ready(state)  # Charge pending training work to training time.
         t_pause = time.perf_counter()
+        trained = t_pause - t_loop - paused
+        if stop and done < run.num_steps:
+            summary["stopped_by_budget"] = True
+            progress.write(f"time budget of {run.plan.budget_s:g} s spent at step {done} of {run.num_steps}")
+            budget.save_plan(run.workdir, dataclasses.replace(run.plan, stopped_at_step=done))
         if due_save:
-            checkpoint.save(run.manager, done, state, force=done == run.num_steps)
-            _save_train_time(run.workdir, done, t_pause - t_loop - paused, summary["examples_seen"])
+            checkpoint.save(run.manager, done, state, force=last)
+            _save_train_time(run.workdir, done, trained, summary["examples_seen"])
         if due_eval:
             summary["eval"] = evaluate_all(run, state, done, say=progress.write)
+            budget.append_curve(run.workdir, done, trained, summary["eval"], timed=timed_eval)
         progress.exclude(time.perf_counter() - t_pause)
         paused += time.perf_counter() - t_pause
+        if stop:
+            break
     progress.close()
     jax.block_until_ready(state)
     summary["train_seconds"] = time.perf_counter() - t_loop - paused
     return state, summary
+
+
+def _compiled_count(fn) -> int:
+    """How many programs a jitted function has compiled (-1 where jax does not tell)."""
+    size = getattr(fn, "_cache_size", None)
+    return size() if callable(size) else -1
 
 
 def _first_learning_rate(scalars: dict[str, float]) -> float | None:
@@ -572,7 +651,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     run, state, restored_step = setup(config, workdir)
     config = run.config
     first_step = int(restored_step or 0)
-    if is_finished(workdir, restored_step, run.num_steps):
+    if is_finished(workdir, restored_step, run.num_steps, run.plan):
         finished = workdir / "final_metrics.json"
         console.info(f"{workdir}: finished at step {first_step}; its results are in {finished}")
         run.writer.close()
@@ -601,12 +680,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         "train_examples": len(run.data.train.labels),
         "epochs": step / run.steps_per_epoch,
         "train_seconds": train_seconds,
+        "compile_seconds": summary.get("compile_seconds", 0.0),  # Not in train_seconds.
         "train_examples_per_sec": summary["examples_seen"] / train_seconds if summary["examples_seen"] else None,
         "wall_seconds": time.perf_counter() - t_start,
         "eval": eval_results,
         "method": config.method,
         "method_description": run.method.description,
         "method_options": config[config.method].to_dict(),
+        "time_budget": None if run.plan is None else budget.load_plan(workdir).to_json(),
+        "stopped_by_budget": bool(summary.get("stopped_by_budget")),
         "feature_cache": run.cache is not None,
         "feature_cache_seconds": None if run.cache is None else run.cache.build_seconds,
         "trainable_params": run.trainable_params,
@@ -643,6 +725,10 @@ def _header(run: Run, first_step: int) -> list[str]:
         (f"{len(run.data.train.labels)} train examples, eval {evals}; {run.num_steps} steps "
         f"({epochs:.3g} epoch{'' if epochs == 1 else 's'}) of {run.config.batch_size} on {devices}"),
     ]
+    if run.plan is not None:
+        plan = run.plan
+        lines.append(f"time budget {plan.budget_s:g} s of training: {plan.num_steps} steps at "
+                     f"{plan.step_seconds:.4g} s a step ({plan.source}; {run.workdir / budget.PLAN_FILE})")
     if first_step:
         lines.append(f"resumed from the checkpoint at step {first_step} in {run.workdir / 'checkpoints'}")
     return lines

@@ -126,6 +126,16 @@ CASES = [
     ("resume-other-method", [LORA, "RUN"], None,
      "holds another state than this run's: params/lora/encoder/layer_0/attention/query/a is in this run"),
     ("loss-nan", [TINY, "WORKDIR", "--config.optim.lr=1e30"], None, "training loss is nan"),
+    ("time-budget-zero", [TINY, "WORKDIR", "--config.num_train_steps=0", "--config.time_budget_s=0"], None,
+     "config.time_budget_s=0.0: must be a number of seconds > 0"),
+    ("time-budget-negative", [TINY, "WORKDIR", "--config.num_train_steps=0", "--config.time_budget_s=-5"],
+     None, "config.time_budget_s=-5.0: must be a number of seconds > 0"),
+    ("time-budget-with-steps", [TINY, "WORKDIR", "--config.time_budget_s=60"], None,
+     "config.time_budget_s=60.0 and config.num_train_steps=6: a budget decides the step count itself"),
+    ("time-budget-too-short", [TINY, "WORKDIR", "--config.num_train_steps=0", "--config.time_budget_s=1e-6"],
+     None, "config.time_budget_s=1e-06: too short to finish one step"),
+    ("eval-every-s-zero", [TINY, "WORKDIR", "--config.eval_every_s=0"], None,
+     "config.eval_every_s=0.0: must be a number of seconds > 0"),
 ]
 
 

@@ -1,6 +1,7 @@
-"""scripts/claims.py: paired differences and intervals agree with scipy, verdicts follow the stated
-rules, missing cells and tables are reported as missing, and the distance claims read (stubbed or
-tiny) parameter trees through a cache keyed by workdir. No model is trained."""
+"""scripts/claims.py and fft.report: paired differences and intervals agree with scipy, verdicts
+follow the stated rules, missing cells and tables are reported as missing, the distance claims read
+(stubbed or tiny) parameter trees through a cache keyed by workdir, and the layer rankings section
+shows the layers each ranking picks as fft.partition would. No model is trained."""
 
 import json
 import math
@@ -9,6 +10,9 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
+from fft import stats
+from fft.report import distances as report_distances
+from fft.report import rankings, tables
 from scripts import claims
 
 FULL = {"cola": {0: 50.0, 1: 52.0, 2: 51.0}, "stsb": {0: 85.0, 1: 86.0, 2: 84.5},
@@ -18,7 +22,7 @@ FULL = {"cola": {0: 50.0, 1: 52.0, 2: 51.0}, "stsb": {0: 85.0, 1: 86.0, 2: 84.5}
 def row(task, setting, scores, fraction=1.0, metric="accuracy", planned=3, seconds=10.0):
     seeds = sorted(scores)
     values = [scores[s] / 100 for s in seeds]
-    mean, sd = claims.stats.mean_sd(values)
+    mean, sd = stats.mean_sd(values)
     return {
         "task": task, "setting": setting, "method": setting, "options": {}, "lr": 1e-3,
         "fraction": fraction, "split": "dev", "metric": metric,
@@ -61,7 +65,7 @@ FRACTION_FULL = {0: 70.0, 1: 72.0, 2: 71.0}
 
 def fraction_rows():
     rows = []
-    for f in claims.FRACTIONS:
+    for f in tables.FRACTIONS:
         rows.append(row("mrpc", "full", FRACTION_FULL, fraction=f))
     rows.append(row("mrpc", "bitfit", shifted(FRACTION_FULL, [0.2, -0.1, 0.0]), fraction=0.1))
     rows.append(row("mrpc", "bitfit", shifted(FRACTION_FULL, [3.5, 2.0, 2.8]), fraction=0.3))
@@ -72,10 +76,10 @@ def fraction_rows():
     return rows
 
 
-def write_tables(folder, core=True, fractions=True):
+def write_tables(folder, core=True, fractions=True, core_extra=()):
     folder.mkdir(parents=True, exist_ok=True)
     if core:
-        (folder / "core.json").write_text(json.dumps({"grid": "core", "rows": core_rows()}))
+        (folder / "core.json").write_text(json.dumps({"grid": "core", "rows": core_rows() + list(core_extra)}))
     if fractions:
         (folder / "data_fraction.json").write_text(json.dumps({"grid": "data_fraction", "rows": fraction_rows()}))
 
@@ -101,13 +105,14 @@ def fake_distances(workdir):
     return {"step": 100, "groups": groups}
 
 
-def run(tmp_path, monkeypatch, *extra, compute=fake_distances, core=True, fractions=True):
+def run(tmp_path, monkeypatch, *extra, compute=fake_distances, core=True, fractions=True, core_extra=()):
     grids = tmp_path / "grids"
-    write_tables(grids, core=core, fractions=fractions)
-    monkeypatch.setattr(claims, "compute_run_distances", compute)
+    write_tables(grids, core=core, fractions=fractions, core_extra=core_extra)
+    monkeypatch.setattr(report_distances, "compute_run_distances", compute)
     out = tmp_path / "out" / "claims"
     argv = ["--grids", str(grids), "--out", str(out), "--selection", str(tmp_path / "none.json"),
-            "--fallback-distances", str(tmp_path / "no_fallback"), *extra]
+            "--fallback-distances", str(tmp_path / "no_fallback"), "--rankings", str(tmp_path / "rankings"),
+            *extra]
     assert claims.main(argv) == 0
     doc = json.loads((tmp_path / "out" / "claims.json").read_text())
     return {c["id"]: c for c in doc["claims"]}, doc, (tmp_path / "out" / "claims.md").read_text()
@@ -134,7 +139,7 @@ def test_paired_differences_match_scipy_and_equivalence_verdicts(tmp_path, monke
     assert cell(by_id["4"], "cola")["verdict"] == "fails"
     assert cell(by_id["3b"], "cola")["verdict"] == "inconclusive"
     # The other tasks have full runs but no top3 run, sst2 has no row at all: missing, never filled.
-    assert [cell(by_id["3a"], t)["verdict"] for t in claims.CORE_TASKS] == ["holds"] + ["missing"] * 4
+    assert [cell(by_id["3a"], t)["verdict"] for t in tables.CORE_TASKS] == ["holds"] + ["missing"] * 4
     assert by_id["3a"]["verdict"] == "inconclusive"  # holds where measured, missing elsewhere
     assert by_id["4"]["verdict"] == "fails"
     top3 = np.array([50.1, 51.8, 51.3])
@@ -191,7 +196,7 @@ def test_data_fraction_claims(tmp_path, monkeypatch):
 def test_adapters_spread(tmp_path, monkeypatch):
     by_id, _, text = run(tmp_path, monkeypatch)
     c = by_id["6"]
-    assert [cell(c, t)["verdict"] for t in claims.CORE_TASKS] == ["holds", "fails", "holds", "missing", "missing"]
+    assert [cell(c, t)["verdict"] for t in tables.CORE_TASKS] == ["holds", "fails", "holds", "missing", "missing"]
     assert cell(c, "cola")["ratio_full"] == pytest.approx(10.0)
     assert cell(c, "rte")["ratio_full"] == pytest.approx(10.0 / np.std([60.0, 63.0, 58.0], ddof=1))
     assert c["verdict"] == "inconclusive"  # 2 of 5 hold: no majority
@@ -201,11 +206,11 @@ def test_adapters_spread(tmp_path, monkeypatch):
 def test_distance_claims_from_stubbed_runs_and_cache(tmp_path, monkeypatch):
     by_id, _, _ = run(tmp_path, monkeypatch)
     close, layers = by_id["1"], by_id["2"]
-    assert [cell(close, t)["verdict"] for t in claims.CORE_TASKS] == ["holds", "holds", "inconclusive", "fails", "missing"]
+    assert [cell(close, t)["verdict"] for t in tables.CORE_TASKS] == ["holds", "holds", "inconclusive", "fails", "missing"]
     assert close["verdict"] == "fails"
     assert cell(close, "cola")["rel_l1"]["mean"] == pytest.approx(0.01)
     assert cell(close, "mrpc")["angle_deg"]["mean"] == pytest.approx(30.0)
-    assert [cell(layers, t)["verdict"] for t in claims.CORE_TASKS] == ["holds", "fails", "holds", "holds", "missing"]
+    assert [cell(layers, t)["verdict"] for t in tables.CORE_TASKS] == ["holds", "fails", "holds", "holds", "missing"]
     assert cell(layers, "cola")["ratios"] == pytest.approx([3.0, 3.1, 3.2])
     assert cell(layers, "cola")["most_moved"] == ["layer_2"] * 3
     assert cell(layers, "stsb")["kruskal_p"] is not None
@@ -238,14 +243,14 @@ def test_distance_claims_with_tiny_parameter_trees(tmp_path, monkeypatch):
         return pre, ft, 7
 
     monkeypatch.setattr(analyze, "run_params", run_params)
-    out = claims.compute_run_distances(tmp_path)
+    out = report_distances.compute_run_distances(tmp_path)
     assert calls and out["step"] == 7
     groups = out["groups"]
     total = sum(np.abs(ft[k] - pre[k]).sum() for k in pre) / sum(np.abs(pre[k]).sum() for k in pre)
     assert groups["layer_0"]["rel_l1"] == pytest.approx(0.01, rel=1e-4)
     assert groups["layer_1"]["rel_l1"] == pytest.approx(0.03, rel=1e-4)
     assert groups["total"]["rel_l1"] == pytest.approx(total, rel=1e-4)
-    ratio, most = claims.layer_spread(groups)
+    ratio, most = report_distances.layer_spread(groups)
     assert ratio == pytest.approx(3.0, rel=1e-3) and most == "layer_1"
 
 
@@ -255,7 +260,7 @@ def test_missing_tables_and_fallback(tmp_path, monkeypatch):
     (fallback / "distances.json").write_text(json.dumps({"groups": layer_groups([0.02, 0.021])}))
     grids = tmp_path / "grids"
     grids.mkdir()
-    monkeypatch.setattr(claims, "compute_run_distances", fake_distances)
+    monkeypatch.setattr(report_distances, "compute_run_distances", fake_distances)
     out = tmp_path / "out" / "claims"
     assert claims.main(["--grids", str(grids), "--out", str(out), "--selection", str(tmp_path / "none.json"),
                         "--fallback-distances", str(tmp_path / "fallback")]) == 0
@@ -277,7 +282,7 @@ def test_pooling_and_compute(tmp_path, monkeypatch):
                row("rte", "head-cls", {0: 50.0}), row("rte", "head-mean", {0: 50.0}),
                row("cola", "bitfit-cls", {0: 40.0}), row("cola", "bitfit-mean", {})]
     (grids / "pooling.json").write_text(json.dumps({"grid": "pooling", "rows": pooling}))
-    monkeypatch.setattr(claims, "compute_run_distances", fake_distances)
+    monkeypatch.setattr(report_distances, "compute_run_distances", fake_distances)
     out = tmp_path / "out" / "claims"
     assert claims.main(["--grids", str(grids), "--out", str(out), "--selection", str(tmp_path / "none.json"),
                         "--fallback-distances", str(tmp_path / "none")]) == 0
@@ -290,3 +295,130 @@ def test_pooling_and_compute(tmp_path, monkeypatch):
     fraction_runs = sum(r["n"] for r in fraction_rows())
     assert comp["runs"] == core_runs + fraction_runs + 5
     assert comp["train_seconds"] == pytest.approx(10.0 * (core_runs + fraction_runs) + 5.0 * 2 + 10.0 * 3)
+
+
+def gradient_file(folder, task, layers):
+    """A gradient ranking as fft.layer_ranking writes it: layers first-ranked first, then the rest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rest = [i for i in range(6) if i not in layers]
+    ranking = [{"group": f"layer_{i}", "rank": r + 1, "score": 10.0 - r} for r, i in enumerate([*layers, *rest])]
+    path = folder / f"{task}_gradient.json"
+    path.write_text(json.dumps({"kind": "gradient", "ranking": ranking, "other_groups": [{"group": "embeddings"}]}))
+    return path
+
+
+def delta_file(workdir, layers):
+    from safetensors.numpy import save_file
+
+    workdir.mkdir(parents=True)
+    tensors = {f"encoder/layer_{i}/output/dense/kernel": np.zeros((2, 2), np.float32) for i in layers}
+    tensors.update({"classifier/kernel": np.zeros((2, 2), np.float32),
+                    "embeddings/layer_norm/scale": np.zeros(2, np.float32)})
+    save_file(tensors, str(workdir / "task_delta.safetensors"))
+
+
+def ranking_rows(tmp_path):
+    """critical2-grad on cola (close to full), rte (close to full, where critical2 is 10 points
+    below) and mrpc (1 seed); critical2 on rte. Seeds 0, 1 of rte's critical2-grad trained layers
+    1 and 4 as its file says, seed 2 (a stale file) 1 and 5; the other runs left no delta."""
+    folder = tmp_path / "rankings"
+    gradient_file(folder, "cola", [3, 5])
+    rte_file = gradient_file(folder, "rte", [4, 1])
+    gradient_file(folder, "sst2", [5, 4])  # no sst2 run at all; stsb: no file
+    rte_grad = row("rte", "critical2-grad", shifted(FULL["rte"], [0.1, -0.1, 0.0]))
+    rte_grad["options"] = {"k": 2, "distances_file": str(rte_file)}
+    rte_grad["workdirs"] = [str(tmp_path / "runs" / f"seed{s}") for s in range(3)]
+    for s, layers in ((0, [1, 4]), (1, [1, 4]), (2, [1, 5])):
+        delta_file(tmp_path / "runs" / f"seed{s}", layers)
+    rte_dist = row("rte", "critical2", shifted(FULL["rte"], [-10.0, -11.0, -9.0]))
+    rte_dist["options"] = {"k": 2, "distances_file": "runs/fake/rte/full/frac1/seed0"}
+    return [row("cola", "critical2-grad", shifted(FULL["cola"], [0.2, -0.1, 0.1])), rte_grad, rte_dist,
+            row("mrpc", "critical2-grad", {0: 81.0})]
+
+
+def test_gradient_ranking_claim_and_rankings_section(tmp_path, monkeypatch):
+    by_id, doc, text = run(tmp_path, monkeypatch, core_extra=ranking_rows(tmp_path))
+    grad = by_id["3c"]
+    assert [cell(grad, t)["verdict"] for t in tables.CORE_TASKS] == [
+        "holds", "missing", "holds", "inconclusive", "missing"]
+    assert grad["verdict"] == "inconclusive" and grad["method"] == "critical2-grad"
+    d = cell(grad, "cola")["diff"]
+    ref = scipy_stats.t.interval(0.95, 2, loc=np.mean([0.2, -0.1, 0.1]), scale=scipy_stats.sem([0.2, -0.1, 0.1]))
+    assert (d["low"], d["high"]) == pytest.approx(ref)
+    assert cell(by_id["3b"], "rte")["verdict"] == "fails"
+    assert [c["id"] for c in doc["claims"]][2:6] == ["3a", "3b", "3c", "4"]
+
+    section = {t["task"]: t for t in doc["rankings"]["tasks"]}
+    assert list(section) == list(tables.CORE_TASKS) and doc["rankings"]["after"] == "3c"
+    picks = {t: {k: r["layers"] for k, r in e["rankings"].items()} for t, e in section.items()}
+    assert picks["cola"] == {"distance": [2, 1], "gradient": [3, 5], "top": [3, 4, 5]}
+    assert picks["rte"] == {"distance": [1, 0], "gradient": [4, 1], "top": [3, 4, 5]}
+    assert picks["stsb"]["gradient"] is None and section["stsb"]["rankings"]["gradient"]["note"] == "no ranking file"
+    # sst2 never ran: its gradient file still names the layers; no full run, so no distance ranking.
+    assert picks["sst2"] == {"distance": None, "gradient": [5, 4], "top": [3, 4, 5]}
+    assert section["rte"]["rankings"]["gradient"]["trained"] == {"0": [1, 4], "1": [1, 4], "2": [1, 5]}
+    assert section["rte"]["shared_layers"] == [1] and section["cola"]["shared_layers"] == []
+    # gradient - distance, paired by seed: rte clearly higher; cola wide; mrpc has no critical2.
+    g = section["rte"]["gradient_vs_distance"]
+    assert g["reading"] == "gradient higher" and g["diff"]["mean"] == pytest.approx(10.0)
+    ref = scipy_stats.t.interval(0.95, 2, loc=10.0, scale=scipy_stats.sem([10.1, 10.9, 9.0]))
+    assert (g["diff"]["low"], g["diff"]["high"]) == pytest.approx(ref)
+    assert section["cola"]["gradient_vs_distance"]["reading"] == "no difference shown"
+    assert section["mrpc"]["gradient_vs_distance"]["reading"] == "missing"
+    assert doc["rankings"]["readings"] == {"gradient higher": 1, "distance higher": 0,
+                                           "no difference shown": 1, "missing": 3}
+
+    rte_grad = (f"| gradient, before training | `critical2-grad` | 4, 1 | `{tmp_path}/rankings/rte_gradient.json` | "
+                f"1, 4 (seeds 0, 1); 1, 5 (seed 2) | ")
+    assert rte_grad in text
+    assert ("| distance: moved most in the seed-0 full run | `critical2` | 1, 0 | `runs/fake/rte/full/frac1/seed0` "
+            "| — | 50.33 ± 1.53 (n=3) | -10.00 [-12.48, -7.52] | claim 3b: **fails** |") in text
+    assert ("| gradient, before training | `critical2-grad` | 5, 4 | `" + f"{tmp_path}/rankings/sst2_gradient.json"
+            "` (planned) | — | missing | — | claim 3c: **missing** (no finished run of either) |") in text
+    assert "| `critical2` | missing (no seed-0 full run to rank by) | — | — | missing |" in text
+    assert "paired by seed): +10.00 [" in text and "3 pairs: **gradient higher**" in text
+    assert text.index("## 3c.") < text.index("## 3a–3c side by side") < text.index("## 4.")
+
+
+def test_rankings_without_core_table_or_distances(tmp_path, monkeypatch):
+    """No core table: every score, difference and distance ranking is missing; the gradient
+    ranking files still name their layers."""
+    gradient_file(tmp_path / "rankings", "cola", [5, 4])
+    by_id, doc, text = run(tmp_path, monkeypatch, "--no-distances", core=False)
+    assert by_id["3c"]["verdict"] == "missing"
+    cola = doc["rankings"]["tasks"][0]
+    assert cola["rankings"]["gradient"]["layers"] == [5, 4] and cola["rankings"]["gradient"]["planned"]
+    assert cola["rankings"]["distance"]["layers"] is None
+    assert all(r["score"]["n"] == 0 and r["vs_full"] is None for t in doc["rankings"]["tasks"]
+               for r in t["rankings"].values())
+    assert doc["rankings"]["readings"]["missing"] == 5
+    assert "| full fine-tuning | `full` | all | — | — | missing | — | — |" in text
+
+
+def test_rankings_with_distances_not_loaded(tmp_path, monkeypatch):
+    def refuse(workdir):
+        raise AssertionError(f"computed {workdir}")
+
+    _, doc, _ = run(tmp_path, monkeypatch, "--no-distances", compute=refuse)
+    cola = doc["rankings"]["tasks"][0]["rankings"]["distance"]
+    assert cola["layers"] is None and cola["note"] == "run's distances: distances not loaded"
+    skipped = doc["protocol"]["distances_not_loaded"]
+    assert len(skipped) == len(set(skipped)) == 12  # the seed-0 full runs asked twice, listed once
+
+
+def test_ranking_readers_agree_with_fft_partition(tmp_path):
+    from fft import distances, partition
+
+    for path in sorted((tables.REPO / "results" / "rankings").glob("*_gradient.json")):
+        names = rankings.ranking_names(json.loads(path.read_text()))
+        assert rankings._layers(names, 6) == partition.ranked_layers(path), path
+    groups = {"embeddings": {"rel_l1": 0.9}, "layer_1": {"rel_l1": 0.02}, "layer_0": {"rel_l1": 0.03},
+              "layer_2": {"rel_l1": None}, "layer_3": {"rel_l1": 0.02}, "total": {"rel_l1": 0.5}}
+    expected = [r["group"] for r in distances.rank_layers(groups, "rel_l1", include=r"layer_\d+")]
+    assert report_distances.moved_ranking(groups) == expected == ["layer_0", "layer_1", "layer_3", "layer_2"]
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps({"groups": groups}))
+    assert rankings._layers(rankings.ranking_names({"groups": groups}), 6) == partition.ranked_layers(path)
+    for select in ("top3", "top1", "4,5", "0,3-5"):
+        assert rankings.parse_select(select) == partition._parse_layers(select, 6)
+    assert rankings.parse_select("top7") is None and rankings.parse_select("4-x") is None

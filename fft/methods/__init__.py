@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import ml_collections
 
-from fft.methods import adapters, base, lora, partitioned, supermask
+from fft.methods import adapters, base, learners, lora, partitioned, supermask
 from fft.methods.base import Method, MethodError, Optimizer, head_keys, head_regex
 
 __all__ = ["REGISTRY", "Method", "MethodError", "Optimizer", "create", "head_keys", "head_regex"]
@@ -45,6 +45,7 @@ REGISTRY: Mapping[str, Entry] = types.MappingProxyType(
         "supermask": _entry(supermask.ENTRY),
         "lora": _entry(lora.ENTRY),
         "adapters": _entry(adapters.ENTRY),
+        "learners": _entry(learners.ENTRY),
     }
 )
 

@@ -5,7 +5,8 @@ to read its checkpoints; `create_model` builds a classifier from a registry key,
 states by the first token ('cls') or by the mean of the real tokens ('mean'). Load weights with
 `fft.models.loading` (`load_pretrained`, then `init_params`). `with_adapters` adds bottleneck
 adapters (`bert.AdapterSpec`) to a model; `init_params` initialises them when the pretrained tree
-lacks them.
+lacks them. `with_learners` splits every FFN into frozen and learner nodes (`bert.LearnerSpec`;
+its parameters come from `fft.methods.learners`, which slices them out of the plain model's).
 """
 
 import dataclasses
@@ -138,3 +139,26 @@ def with_adapters(model: nn.Module, spec: bert.AdapterSpec | None) -> nn.Module:
         raise TypeError(f"{type(model).__name__} has no config with an `adapter` field.")
     bert.check_adapter(spec, config.hidden_size)
     return model.clone(config=dataclasses.replace(config, adapter=spec))
+
+
+def with_learners(model: nn.Module, spec: bert.LearnerSpec | None) -> nn.Module:
+    """The same classifier with each layer's FFN split into learner and other nodes (`spec`;
+    None: the plain FFN). See `bert.LearnerSpec` for the function and the parameters.
+
+    Parameter paths gain `encoder/layer_{i}/intermediate/learner/{kernel,bias}` ([hidden, k_i],
+    [k_i]) and `encoder/layer_{i}/output/learner/kernel` ([k_i, hidden]); `intermediate/dense`
+    and `output/dense` keep their paths but hold only the other F - k_i nodes.
+
+    Raises:
+      TypeError: `spec` is not a `bert.LearnerSpec` (or None), or the model has no config with a
+        `learners` field.
+      ValueError: `spec` does not fit the model (layer count, intermediate size).
+    """
+    config = getattr(model, "config", None)
+    fields = (
+        {f.name for f in dataclasses.fields(config)} if dataclasses.is_dataclass(config) else ()
+    )
+    if "learners" not in fields:
+        raise TypeError(f"{type(model).__name__} has no config with a `learners` field.")
+    bert.check_learners(spec, config.num_layers, config.intermediate_size)
+    return model.clone(config=dataclasses.replace(config, learners=spec))

@@ -139,6 +139,48 @@ def adapter_apply(params: Mapping[str, Any], y: jax.Array, activation: str = "re
 
 
 @dataclasses.dataclass(frozen=True)
+class LearnerSpec:
+    """Learner nodes in every encoder layer's FFN (fft.methods.learners; FAR, arXiv 2205.01541).
+
+    Layer i's FFN keeps its `intermediate_size` F nodes but holds them as two slices, applied as
+    separate matmuls: the other F - k_i nodes (`intermediate/dense` [hidden, F - k_i] + bias,
+    `output/dense` [F - k_i, hidden] + the output bias) and the k_i learner nodes
+    (`intermediate/learner` [hidden, k_i] + bias, `output/learner` [k_i, hidden], no bias).
+    FFN(x) = act(x W1d + b1d) W2d + act(x W1l + b1l) W2l + b2 is the plain FFN with its nodes
+    reordered; training only the learner slice never forms a gradient of the other kernels.
+
+    Attributes:
+      num_nodes: k_i per encoder layer (1 <= k_i <= intermediate_size).
+    """
+
+    num_nodes: tuple[int, ...]
+
+    def __post_init__(self):
+        nodes = tuple(self.num_nodes)
+        if not nodes or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in nodes):
+            raise ValueError(
+                f"LearnerSpec.num_nodes must be ints >= 1, one per layer, got {self.num_nodes!r}."
+            )
+        object.__setattr__(self, "num_nodes", nodes)
+
+
+def check_learners(learners: "LearnerSpec | None", num_layers: int, intermediate_size: int) -> None:
+    """Raises TypeError/ValueError unless `learners` is None or a `LearnerSpec` that fits."""
+    if learners is None:
+        return
+    if not isinstance(learners, LearnerSpec):
+        raise TypeError(f"learners must be a LearnerSpec or None, got {type(learners).__name__}.")
+    if len(learners.num_nodes) != num_layers:
+        raise ValueError(
+            f"LearnerSpec has {len(learners.num_nodes)} layers; the model has {num_layers}."
+        )
+    if max(learners.num_nodes) > intermediate_size:
+        raise ValueError(
+            f"LearnerSpec.num_nodes {learners.num_nodes} exceeds intermediate_size {intermediate_size}."
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class EncoderSpec:
     """What `Encoder` needs from a model config; BERT and DistilBERT both build one."""
 
@@ -152,6 +194,11 @@ class EncoderSpec:
     # DistilBERT has no dropout after the attention output projection.
     attention_output_dropout: bool = True
     adapter: AdapterSpec | None = None  # None: no adapters (the plain model).
+    learners: LearnerSpec | None = None  # None: plain FFNs.
+
+    def learners_at(self, layer: int) -> int:
+        """Learner nodes in layer `layer`'s FFN (0: a plain FFN)."""
+        return 0 if self.learners is None else self.learners.num_nodes[layer]
 
     def adapter_at(self, site: str) -> AdapterSpec | None:
         """The adapter of `site` ('attention' or 'ffn'), or None where there is none."""
@@ -176,6 +223,7 @@ class BertConfig:
     pad_token_id: int = 0
     classifier_dropout: float | None = None  # None: use hidden_dropout, as HF does.
     adapter: AdapterSpec | None = None  # Bottleneck adapters (see `AdapterSpec`); None: none.
+    learners: LearnerSpec | None = None  # FFNs split into frozen and learner nodes; None: plain.
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
@@ -184,6 +232,7 @@ class BertConfig:
             )
         check_activation(self.hidden_act)
         check_adapter(self.adapter, self.hidden_size)
+        check_learners(self.learners, self.num_layers, self.intermediate_size)
 
     @classmethod
     def from_hf_dict(cls, d: Mapping[str, Any]) -> "BertConfig":
@@ -221,6 +270,7 @@ class BertConfig:
             attention_dropout=self.attention_dropout,
             layer_norm_eps=self.layer_norm_eps,
             adapter=self.adapter,
+            learners=self.learners,
         )
 
 
@@ -413,7 +463,8 @@ class Adapter(nn.Module):
 
 class ResidualOutput(nn.Module):
     """`dense` -> dropout -> [`adapter`] -> add the residual -> `layer_norm` (float32); HF's
-    *Output blocks, with an optional bottleneck adapter before the residual add."""
+    *Output blocks, with an optional bottleneck adapter before the residual add. Given `learner`
+    activations, their own bias-free projection `learner` is added to `dense`'s output."""
 
     dropout_rate: float
     layer_norm_eps: float
@@ -421,9 +472,22 @@ class ResidualOutput(nn.Module):
     adapter: AdapterSpec | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, residual: jax.Array, *, deterministic: bool) -> jax.Array:
-        """Maps x [batch, seq, any] and residual [batch, seq, hidden] to [batch, seq, hidden]."""
+    def __call__(
+        self,
+        x: jax.Array,
+        residual: jax.Array,
+        *,
+        deterministic: bool,
+        learner: jax.Array | None = None,
+    ) -> jax.Array:
+        """Maps x [batch, seq, any] (and learner [batch, seq, k]) and residual [batch, seq, hidden]
+        to [batch, seq, hidden]."""
         y = dense(residual.shape[-1], self.dtype, "dense")(x)
+        if learner is not None:
+            y = y + nn.Dense(
+                residual.shape[-1], use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
+                kernel_init=nn.initializers.normal(_INIT_STD), name="learner",
+            )(learner)
         y = hashed_dropout.Dropout(self.dropout_rate)(y, deterministic=deterministic)
         if self.adapter is not None:
             y = Adapter(self.adapter, self.dtype, name="adapter")(y)
@@ -499,11 +563,29 @@ class Intermediate(nn.Module):
         return ACTIVATIONS[self.hidden_act](dense(self.features, self.dtype, "dense")(x))
 
 
+class LearnerIntermediate(nn.Module):
+    """The up-projection as two matmuls (`LearnerSpec`): `dense` over the features - learners
+    other nodes and `learner` over the learner nodes, each followed by the activation."""
+
+    features: int
+    learners: int
+    hidden_act: str
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Maps [batch, seq, hidden] to ([batch, seq, features - learners], [batch, seq, learners])."""
+        act = ACTIVATIONS[self.hidden_act]
+        rest = act(dense(self.features - self.learners, self.dtype, "dense")(x))
+        return rest, act(dense(self.learners, self.dtype, "learner")(x))
+
+
 class Layer(nn.Module):
     """One post-layer-norm transformer block: `attention`, `intermediate`, `output`."""
 
     spec: EncoderSpec
     dtype: jnp.dtype
+    learners: int = 0  # Learner nodes of the FFN (`LearnerSpec`); 0: the plain FFN.
 
     @nn.compact
     def __call__(self, x: jax.Array, bias: jax.Array, *, deterministic: bool) -> jax.Array:
@@ -519,11 +601,17 @@ class Layer(nn.Module):
             s.adapter_at("attention"),
             name="attention",
         )(x, bias, deterministic=deterministic)
-        h = Intermediate(s.intermediate_size, s.hidden_act, self.dtype, name="intermediate")(x)
+        if self.learners:
+            h, learner = LearnerIntermediate(
+                s.intermediate_size, self.learners, s.hidden_act, self.dtype, name="intermediate"
+            )(x)
+        else:
+            h = Intermediate(s.intermediate_size, s.hidden_act, self.dtype, name="intermediate")(x)
+            learner = None
         output = ResidualOutput(
             s.hidden_dropout, s.layer_norm_eps, self.dtype, s.adapter_at("ffn"), name="output"
         )
-        return output(h, x, deterministic=deterministic)
+        return output(h, x, deterministic=deterministic, learner=learner)
 
 
 class Encoder(nn.Module):
@@ -550,7 +638,7 @@ class Encoder(nn.Module):
         if not 0 <= start <= stop <= self.spec.num_layers:
             raise ValueError(f"layers {start}..{stop} outside 0..{self.spec.num_layers}")
         for i in range(start, stop):
-            x = Layer(self.spec, self.dtype, name=f"layer_{i}")(
+            x = Layer(self.spec, self.dtype, self.spec.learners_at(i), name=f"layer_{i}")(
                 x, bias, deterministic=deterministic
             )
         return x

@@ -41,6 +41,7 @@ class DistilBertConfig:
         False  # Only changes the initial position table; it is checkpointed.
     )
     adapter: bert.AdapterSpec | None = None  # Bottleneck adapters (`bert.AdapterSpec`); None: none.
+    learners: bert.LearnerSpec | None = None  # Learner FFN nodes (`bert.LearnerSpec`); None: plain.
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
@@ -49,6 +50,7 @@ class DistilBertConfig:
             )
         bert.check_activation(self.hidden_act)
         bert.check_adapter(self.adapter, self.hidden_size)
+        bert.check_learners(self.learners, self.num_layers, self.intermediate_size)
 
     @classmethod
     def from_hf_dict(cls, d: Mapping[str, Any]) -> "DistilBertConfig":
@@ -81,6 +83,7 @@ class DistilBertConfig:
             layer_norm_eps=_LAYER_NORM_EPS,
             attention_output_dropout=False,
             adapter=self.adapter,
+            learners=self.learners,
         )
 
 

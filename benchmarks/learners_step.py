@@ -1,0 +1,119 @@
+"""Train-step time and memory of learners (fft.methods.learners) against full fine-tuning.
+
+  python benchmarks/learners_step.py                      # writes results/bench_learners.json
+  python benchmarks/learners_step.py --steps 3 --warmup 1 # a quick check
+
+MiniLM's shape (6 layers, hidden 384, 12 heads, FFN 1536; random init: the step's cost does not
+depend on the values), seq 128, batch 32, fp32, dropout on. Learners: fraction 0.1 (154 of 1536
+nodes per FFN), attention frozen, biases and LayerNorms trained, as the method's defaults. Both
+steps are the training loop's own (`fft.steps.train_step` with the method's model, `assemble` and
+optimizer after global-norm clipping), the state donated and the frozen tree a separate argument.
+Time: medians over alternating blocks (benchmarks/common.py:interleaved_medians). Memory: XLA's
+compiled estimate (arguments + outputs + temporaries - donated aliases, and the temporaries
+alone), and where the device reports it (GPU, TPU) its peak bytes in use after each variant's
+warmup; learners warm up first, so its peak is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import pathlib
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+import jax
+import jax.numpy as jnp
+
+from benchmarks import common as bench
+from benchmarks.methods_bench import memory
+from benchmarks.train_bench import _random_batch
+from configs import glue as glue_config
+from fft import malloc_tuning, methods, models, partition, steps, train
+
+MINILM_SHAPE = {"vocab_size": 30522, "hidden_size": 384, "num_layers": 6, "num_heads": 12,
+                "intermediate_size": 1536, "max_position_embeddings": 512}
+
+
+def mib(x: int | None) -> str:
+    return "n/a" if x is None else f"{x / 2**20:.1f} MiB"
+
+
+def device_peak() -> int | None:
+    """The device's peak bytes in use so far, or None where it does not report (CPU)."""
+    stats = jax.local_devices()[0].memory_stats()
+    return None if not stats else stats.get("peak_bytes_in_use")
+
+
+def build(model, params, name: str, options: dict, batch: dict, warmup: int) -> tuple[dict, object]:
+    """(row, one-step callable) of method `name` with `options`, warmed up."""
+    config = glue_config.get_config(f"task=rte,method={name}")
+    config[name].update(options)
+    method = methods.create(config, model)
+    trainable, frozen = jax.device_get(method.init(params, train.method_key(config)))
+    tx, _ = train.make_optimizer(config, method, trainable, 1000)
+    trainable, frozen, data = jax.device_put((trainable, frozen, batch))
+    state = [steps.TrainState(jnp.zeros((), jnp.int32), trainable, jax.jit(tx.init)(trainable))]
+    step = jax.jit(
+        functools.partial(steps.train_step, model=method.model, tx=tx, is_regression=False,
+                          assemble=method.assemble),
+        donate_argnums=(0,),
+    )
+    rng = jax.random.key(0)
+    compiled = step.lower(state[0], frozen, data, rng).compile()
+
+    def once():
+        state[0], out = compiled(state[0], frozen, data, rng)
+        jax.block_until_ready(out)
+
+    for _ in range(warmup):
+        once()
+    row = {"variant": name, "method": method.description,
+           "trainable_params": partition.count_params(trainable), **memory(compiled),
+           "device_peak_bytes": device_peak()}
+    return row, once
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per variant")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--fraction", type=float, default=0.1)
+    parser.add_argument("--out", default="results/bench_learners.json")
+    args = parser.parse_args()
+    config = models.bert.BertConfig(**MINILM_SHAPE)
+    model = models.create_model("bert", config, 2, jnp.float32, pooling="mean")
+    ids = jnp.ones((1, 8), jnp.int32)
+    params = jax.device_get(jax.jit(lambda k: model.init(k, ids, ids, ids, deterministic=True))(jax.random.key(0)))
+    batch = _random_batch(args.batch, args.seq)
+    rows, fns = {}, {}
+    for name, options in (("learners", {"fraction": args.fraction, "train_attention": False}), ("full", {})):
+        rows[name], fns[name] = build(model, params["params"], name, options, batch, args.warmup)
+        print(f"compiled {name}: peak {mib(rows[name]['peak_bytes'])}, "
+              f"temp {mib(rows[name].get('temp_bytes'))}", flush=True)
+    seconds = bench.interleaved_medians(fns, args.steps, warmup=0)
+    for name, row in rows.items():
+        row["step_s"] = seconds[name]
+        row["ex_s"] = args.batch / seconds[name]
+    ratios = {"time_ratio": seconds["learners"] / seconds["full"]}
+    for key in ("peak_bytes", "temp_bytes", "device_peak_bytes"):
+        if rows["full"].get(key) and rows["learners"].get(key) is not None:
+            ratios[key.replace("_bytes", "_ratio")] = rows["learners"][key] / rows["full"][key]
+    for name, row in rows.items():
+        print(f"{name:>9}  trainable {row['trainable_params']:>10,}  step {row['step_s'] * 1e3:7.1f} ms  "
+              f"peak {mib(row['peak_bytes'])}  temp {mib(row.get('temp_bytes'))}  "
+              f"device peak {mib(row['device_peak_bytes'])}", flush=True)
+    print("learners / full: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()), flush=True)
+    result = {"seq": args.seq, "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
+              "model": MINILM_SHAPE, **bench.machine_info(), "rows": list(rows.values()), **ratios}
+    bench.write_json(result, args.out)
+
+
+if __name__ == "__main__":
+    malloc_tuning.reexec_with_malloc_tuning()
+    main()

@@ -1,0 +1,109 @@
+"""The grid tables the claims read (fft.sweep.tables' JSON), the cells planned in the grid files,
+and the protocol's facts about the tables (compute used, the hyperparameter selection)."""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+from fft import stats
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+# The planned cells (kept in step with the grid files, so that a task that never ran still shows).
+CORE_TASKS = ("cola", "stsb", "rte", "mrpc", "sst2")  # configs/grids/core.py
+CORE_SETTINGS = ("full", "bitfit", "top3", "critical2", "critical2-grad", "supermask", "lora",
+                 "adapters", "head")
+FRACTION_TASKS = ("mrpc", "cola", "stsb")  # configs/grids/data_fraction.py
+FRACTIONS = (0.1, 0.3, 0.5, 1.0)
+INTERMEDIATE = (0.3, 0.5)
+STABLE_AT = 0.3
+SEEDS = (0, 1, 2)  # both grids
+POOLING_METHODS = ("head", "bitfit", "supermask")  # configs/grids/pooling.py
+NUM_LAYERS = 6  # all-MiniLM-L6-v2's encoder layers
+
+DEFAULTS = {"margin": 2.0, "close_rel_l1": 0.05, "close_angle": 5.0, "layer_ratio": 2.0,
+            "sd_factor": 2.0, "confidence": 0.95}
+
+
+def repo_relative(path: pathlib.Path) -> str:
+    path = pathlib.Path(path).absolute()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def resolve(path: str | pathlib.Path) -> pathlib.Path:
+    """A path as the grids name it: relative to the repository root (where runs start)."""
+    path = pathlib.Path(path)
+    return path if path.is_absolute() else REPO / path
+
+
+def load_table(path: pathlib.Path) -> dict[str, Any] | None:
+    """A grid's results table (fft.sweep.tables), or None when it does not exist yet."""
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def find_row(table: Mapping[str, Any] | None, task: str, setting: str,
+             fraction: float | None = None) -> dict[str, Any] | None:
+    """The table's row for (task, setting[, fraction]); None when absent. Several rows (several
+    learning rates) are an error: the claims compare one chosen setting per method."""
+    if table is None:
+        return None
+    rows = [r for r in table["rows"] if r["task"] == task and r["setting"] == setting
+            and (fraction is None or math.isclose(float(r["fraction"]), fraction))]
+    if len(rows) > 1:
+        raise ValueError(f"grid {table.get('grid')!r}: {len(rows)} rows for {task}/{setting}"
+                         f"{'' if fraction is None else f'/frac{fraction:g}'} (lrs "
+                         f"{[r['lr'] for r in rows]}); expected one chosen setting")
+    return rows[0] if rows else None
+
+
+def seed_scores(row: Mapping[str, Any] | None) -> dict[int, float]:
+    """{seed: main metric in %} of the row's finished runs (runs without the metric left out)."""
+    if not row:
+        return {}
+    values = (((row.get("eval") or {}).get(row["split"]) or {}).get(row["metric"]) or {}).get("values") or []
+    return {int(s): 100.0 * float(v) for s, v in zip(row.get("seeds") or [], values) if v is not None}
+
+
+def seed_workdirs(row: Mapping[str, Any] | None) -> dict[int, str]:
+    """{seed: workdir} of the row's finished runs."""
+    if not row:
+        return {}
+    return {int(s): w for s, w in zip(row.get("seeds") or [], row.get("workdirs") or [])}
+
+
+def summary(by_seed: Mapping[int, float]) -> dict[str, Any]:
+    mean, sd = stats.mean_sd(by_seed.values())
+    return {"n": len(by_seed), "mean": mean, "sd": sd, "seeds": sorted(by_seed),
+            "values": [by_seed[s] for s in sorted(by_seed)]}
+
+
+def compute_used(tables: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Any]:
+    """Finished runs and their training seconds (the tables' mean per cell x its finished runs)."""
+    per_grid = {}
+    for name, table in tables.items():
+        if table is None:
+            continue
+        runs = sum(int(r["n"]) for r in table["rows"])
+        planned = sum(int(r["planned"]) for r in table["rows"])
+        seconds = sum(float(r["train_seconds"]) * int(r["n"]) for r in table["rows"]
+                      if r.get("train_seconds") is not None and r["n"])
+        per_grid[name] = {"runs": runs, "planned": planned, "train_seconds": seconds}
+    return {"grids": per_grid, "runs": sum(g["runs"] for g in per_grid.values()),
+            "train_seconds": sum(g["train_seconds"] for g in per_grid.values())}
+
+
+def t_quantile(confidence: float, df: int) -> float:
+    from scipy import stats as scipy_stats
+
+    return float(scipy_stats.t.ppf((1 + confidence) / 2, df))
+
+
+def selection_info(path: pathlib.Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    methods = json.loads(path.read_text()).get("methods", {})
+    return {m: {k: c.get(k) for k in ("setting", "lr", "options", "score")} for m, c in methods.items()}
