@@ -60,6 +60,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "max_train_examples": 0,  # 0 keeps all (applied after train_fraction).
         "max_eval_examples": 0,
         "skip_malformed": False,
+        "skip_steps": 0,  # Training batches an earlier phase took (fft.priming); the stream starts after them.
     }
     config.model = {
         "name": args.model,  # 'minilm' (packaged), a local HF folder, or a hub name if online.
@@ -84,6 +85,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Run the frozen bottom layers once per dataset (no dropout there); legal when the method
     # leaves the embeddings and the bottom encoder layer unchanged (e.g. head, layers:top2).
     config.feature_cache = False
+    # A run's workdir whose final parameters start this run's trainable leaves (fft.priming sets it
+    # for a method's second phase); '' = the pretrained weights.
+    config.init_trainable_from = ""
     config.export_delta = True  # Write the trained leaves to <workdir>/task_delta.safetensors.
     config.mesh = common.mesh_config()
     config.checkpoint = common.checkpoint_config()

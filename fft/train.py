@@ -41,7 +41,7 @@ from fft import (
     validate,
     writers,
 )
-from fft import budget
+from fft import budget, priming
 from fft import progress as progress_lib
 from fft.data import batching, glue, packing, splits, tokenize
 from fft.models import loading
@@ -272,6 +272,22 @@ def is_finished(workdir: pathlib.Path, restored_step: int | None, num_steps: int
     return restored_step is not None and restored_step >= last and (workdir / "final_metrics.json").is_file()
 
 
+def trainable_from_run(config, method, source: str, fresh: Any) -> Any:
+    """The trainable leaves of `method` cut from the final parameters of the run in `source` (a
+    priming phase): its task model goes through `method.init` like the pretrained weights do."""
+    source_config = load_run_config(source)
+    state, _ = checkpoint.load_state_dict(source)
+    _, primed = task_params(source_config, state["params"])
+    trainable, _ = method.init(primed, method_key(config))
+    trainable = jax.device_get(trainable)
+    want = {p: np.shape(v) for p, v in tree_paths.flatten(fresh).items()}
+    got = {p: np.shape(v) for p, v in tree_paths.flatten(trainable).items()}
+    if want != got:
+        raise errors.RunError(f"config.init_trainable_from={source}: its parameters do not fit this "
+                              f"run's trainable tree ({sorted(set(want) ^ set(got))[:3] or 'shapes differ'})")
+    return trainable
+
+
 def calibrate_budget(config, train_fn, state, frozen, rng, data, steps_per_epoch, cache, mesh) -> budget.Plan:
     """The step count of a time-budgeted run (fft.budget): `config.time_budget_step_s`, or this
     run's train step timed on the first batches of its data, on a copy of the state (discarded)."""
@@ -413,6 +429,8 @@ def setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Run
         )
     trainable_host, frozen_host = method.init(bundle.params, method_key(config))
     trainable_host, frozen_host = jax.device_get((trainable_host, frozen_host))
+    if config.get("init_trainable_from"):
+        trainable_host = trainable_from_run(config, method, config.init_trainable_from, trainable_host)
     tx, schedules = make_optimizer(config, method, trainable_host, num_steps)
     param_sh = sharding.param_shardings(trainable_host, mesh, config.mesh.param_rules)
     frozen_sh = sharding.param_shardings(frozen_host, mesh, config.mesh.param_rules)
@@ -644,8 +662,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """Fine-tunes `config.model` on `config.task`, evaluating on dev; returns the final metrics.
 
     Resumes from the latest checkpoint in `workdir` if there is one. Writes `config.json`,
-    TensorBoard events, checkpoints and `final_metrics.json` there.
+    TensorBoard events, checkpoints and `final_metrics.json` there. A method with a priming
+    phase runs it first, in `<workdir>/priming` (fft.priming).
     """
+    return priming.run(config, pathlib.Path(workdir), train_one)
+
+
+def train_one(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+              extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One run of `config` in `workdir` (no priming phase); `extra` joins its final metrics."""
     t_start = time.perf_counter()
     workdir = pathlib.Path(workdir)
     run, state, restored_step = setup(config, workdir)
@@ -697,7 +722,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         "export": export,
         "devices": jax.device_count(),
         "platform": jax.devices()[0].platform,
+        **(extra or {}),
     }
+    final["train_seconds_total"] = train_seconds + (final.get("priming") or {}).get("train_seconds", 0.0)
     if jax.process_index() == 0:
         # Strict JSON: a value that is not finite (no training step ran, so no loss) is null.
         (workdir / "final_metrics.json").write_text(
@@ -785,10 +812,13 @@ def epoch_batches(data: TaskData, config: ml_collections.ConfigDict, epoch: int)
 
 
 def _batches_from(data: TaskData, config, steps_per_epoch: int, first_step: int, num_steps: int):
-    """Yields (step, global batch) from `first_step` on; the order depends only on (seed, epoch)."""
+    """Yields (step, global batch) from `first_step` on; the order depends only on (seed, epoch).
+    `data.skip_steps` batches were taken by an earlier phase (fft.priming): the stream starts
+    after them."""
     step = first_step
+    offset = config.data.get("skip_steps", 0)
     while step < num_steps:
-        epoch, skip = divmod(step, steps_per_epoch)
+        epoch, skip = divmod(step + offset, steps_per_epoch)
         batches = epoch_batches(data, config, epoch)
         for i, batch in enumerate(batches):
             if i < skip:

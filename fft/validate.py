@@ -68,7 +68,7 @@ def check(config: ml_collections.ConfigDict) -> None:
                  "checkpoint.max_to_keep", "data.max_length"):
         positive_int(path)
     for path in ("num_train_steps", "eval_every_steps", "data.max_train_examples",
-                 "data.max_eval_examples", "data.pack_length"):
+                 "data.max_eval_examples", "data.pack_length", "data.skip_steps"):
         non_negative_int(path)
     in_range("data.train_fraction", 0.0, 1.0, True, False)
     in_range("data.validation_fraction", 0.0, 0.5, False, True)

@@ -16,21 +16,24 @@ from typing import Any, NamedTuple
 import ml_collections
 
 from fft.methods import adapters, base, learners, lora, partitioned, supermask
-from fft.methods.base import Method, MethodError, Optimizer, head_keys, head_regex
+from fft.methods.base import Method, MethodError, Optimizer, Priming, head_keys, head_regex
 
-__all__ = ["REGISTRY", "Method", "MethodError", "Optimizer", "create", "head_keys", "head_regex"]
+__all__ = ["REGISTRY", "Method", "MethodError", "Optimizer", "Priming", "create", "head_keys", "head_regex",
+           "priming"]
 
 
 class Entry(NamedTuple):
-    """A registered method: its config block's defaults and its factory."""
+    """A registered method: its config block's defaults, its factory and, optionally, its priming
+    factory (``(options, config) -> base.Priming | None``)."""
 
     options: Mapping[str, Any]
     create: Callable[[ml_collections.ConfigDict, ml_collections.ConfigDict, Any], Method]
+    priming: Callable[[ml_collections.ConfigDict, ml_collections.ConfigDict], Any] | None = None
 
 
-def _entry(pair) -> Entry:
-    options, create_fn = pair
-    return Entry(types.MappingProxyType(dict(options)), create_fn)
+def _entry(parts) -> Entry:
+    options, create_fn, *priming_fn = parts
+    return Entry(types.MappingProxyType(dict(options)), create_fn, *priming_fn)
 
 
 REGISTRY: Mapping[str, Entry] = types.MappingProxyType(
@@ -112,6 +115,13 @@ def create(config: ml_collections.ConfigDict, model: Any) -> Method:
     """Builds the run's method from ``config.method`` and its options block."""
     check_config(config)
     return entry(config.method).create(config[config.method], config, model)
+
+
+def priming(config: ml_collections.ConfigDict) -> base.Priming | None:
+    """The run's priming phase (``base.Priming``), or None when its method has none or it is off."""
+    check_config(config)
+    factory = entry(config.method).priming
+    return None if factory is None else factory(config[config.method], config)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,10 @@ distances, analysis, export and serving call these functions and never branch on
   cache_start(trainable)       -> the lowest encoder layer the method changes: the frozen-prefix
                                   feature cache may run layers below it once per dataset (0: not
                                   legal, the embeddings change).
+
+A method module may also register a priming factory, ``priming(options, config) -> Priming |
+None``: a first phase, another method's ordinary run, before the method's own (fft.priming runs
+both; the loop still never learns a method's name).
 """
 
 from __future__ import annotations
@@ -66,6 +70,21 @@ class Optimizer(NamedTuple):
 
     tx: optax.GradientTransformation
     schedules: Mapping[str, optax.Schedule]  # group label -> lr(step); logged per step.
+
+
+class Priming(NamedTuple):
+    """A first training phase before a method's own run (fft.priming).
+
+    ``config`` is phase 1's run config (another method, e.g. full fine-tuning; fft.priming sets
+    its length to ``fraction`` of the run: of its epochs, of its steps, or of its time budget).
+    ``finish(primed, step0, key, workdir)`` gets phase 1's final parameters and the step-0
+    parameters (both dense trees of the plain model) and the method's key, and returns phase 2's
+    config (e.g. with the nodes phase 1 picked, written under ``workdir``); phase 2's trained
+    leaves start from phase 1's values, its frozen ones stay the step-0 ones."""
+
+    fraction: float
+    config: ml_collections.ConfigDict
+    finish: Callable[[Tree, Tree, jax.Array, pathlib.Path], ml_collections.ConfigDict]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -61,7 +61,14 @@ OPTIONS = {
     "train_layer_norms": True,  # Every LayerNorm scale and bias trains.
     "train_attention": False,  # The attention projections (query/key/value/output) train in full.
     "head_lr": 0.0,  # Peak learning rate of the head; 0 uses optim.lr.
+    # Priming (fft.priming): this share of the run (epochs, steps or time budget), in [0, 1), first
+    # trains with `priming_method` (default options); then `select` picks the nodes ('movement':
+    # those that moved most in it) and the learners, head, biases and LayerNorms continue from
+    # their primed values while every other weight is the pretrained one. 0: no priming.
+    "priming": 0.0,
+    "priming_method": "full",
 }
+NODES_FILE = "learner_nodes.json"  # Written into the run's workdir at the end of priming.
 
 
 def num_learners(width: int, fraction: float) -> int:
@@ -137,9 +144,13 @@ def choose_nodes(scores: Mapping[str, np.ndarray], fraction: float) -> dict[str,
 
 
 def write_nodes_file(path: str | pathlib.Path, nodes: Mapping[str, Any]) -> None:
-    """Writes ``{"layer_0": [sorted node indices], ...}`` as JSON (the priming phase's output)."""
+    """Writes ``{"layer_0": [sorted node indices], ...}`` as JSON (the priming phase's output),
+    atomically (a temporary file renamed over it)."""
     body = {layer: sorted(int(j) for j in np.asarray(n).ravel()) for layer, n in nodes.items()}
-    pathlib.Path(path).write_text(json.dumps(body, indent=1) + "\n")
+    path = pathlib.Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(body, indent=1) + "\n")
+    tmp.replace(path)
 
 
 def read_nodes_file(path: str | pathlib.Path, *, widths: Mapping[str, int] | None = None,
@@ -226,8 +237,8 @@ def create(
         )
     if options.select == "movement" and not options.nodes_file:
         raise base.MethodError(
-            "config.learners.select='movement' needs config.learners.nodes_file: the nodes the "
-            "priming phase chose (learners.write_nodes_file)"
+            "config.learners.select='movement' needs the nodes a priming phase chose: set "
+            "config.learners.priming (a share of the run in (0, 1)) or config.learners.nodes_file"
         )
     num, width = base.num_layers(model), model.config.intermediate_size
     widths = {f"layer_{i}": width for i in range(num)}
@@ -310,4 +321,42 @@ def create(
     )
 
 
-ENTRY = (OPTIONS, create)
+def priming(options: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> base.Priming | None:
+    """The priming phase of a learners run (None when `options.priming` is 0 or a nodes file is
+    given: its nodes are already chosen)."""
+    share = options.get("priming", 0.0)
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share < 1.0:
+        raise base.MethodError(
+            f"config.learners.priming={share!r}: must be in [0, 1), the share of the run that "
+            "primes (0: none); priming as long as the run or longer leaves no run"
+        )
+    if not share or options.nodes_file:
+        return None
+    check_fraction(options.fraction)
+    if options.select not in SELECTIONS:
+        raise base.MethodError(f"config.learners.select={options.select!r}; valid: {', '.join(SELECTIONS)}")
+    from fft import methods  # The registry imports this module.
+
+    name = options.priming_method
+    methods.entry(name)  # An unknown method fails here, naming the valid ones.
+    first = ml_collections.ConfigDict(config.to_dict())
+    del first["learners"]
+    first.method = name
+    first[name] = methods.default_options(name)
+
+    def finish(primed, step0, key, workdir: pathlib.Path) -> ml_collections.ConfigDict:
+        path = pathlib.Path(workdir) / NODES_FILE
+        if not path.is_file():  # Chosen once; a resumed run reads the same file.
+            if options.select == "movement":
+                scores = node_scores(primed, "movement", reference=step0)
+            else:
+                scores = node_scores(step0, options.select, key=key)
+            write_nodes_file(path, choose_nodes(scores, options.fraction))
+        second = ml_collections.ConfigDict(config.to_dict())
+        second.learners.nodes_file = str(path)
+        return second
+
+    return base.Priming(fraction=float(share), config=first, finish=finish)
+
+
+ENTRY = (OPTIONS, create, priming)
