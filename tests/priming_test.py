@@ -38,6 +38,7 @@ class PrimingRunTest(absltest.TestCase):
     def test_the_run_is_split_between_the_phases(self):
         first = json.loads((self.workdir / priming.PHASE_DIR / "final_metrics.json").read_text())
         self.assertEqual(first["method"], "full")
+        self.assertEqual(train.load_run_config(self.workdir / priming.PHASE_DIR).optim.lr, 5e-5)
         self.assertEqual(first["steps"], 3)  # round(0.3 * 10)
         self.assertEqual(self.final["steps"], STEPS - 3)
         self.assertEqual(self.final["priming"]["steps"], 3)

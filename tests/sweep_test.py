@@ -73,24 +73,24 @@ class PointsTest(parameterized.TestCase):
 
         self.assertLen(sweep.expand(sweep.load_grid("pooling")), 30)
         selection = sweep.expand(sweep.load_grid("lr_selection"))
-        self.assertLen(selection, 60)
+        self.assertLen(selection, 66)
         self.assertTrue(all(p.fields["data.validation_fraction"] == 0.1 for p in selection))
         missing = pathlib.Path(self.create_tempdir().full_path) / "selection.json"
         with (mock.patch.object(selected, "SELECTION", missing),
               self.assertRaisesRegex(sweep.GridError, "selection.json is missing")):
             sweep.load_grid("core")
-        names = ["full", "bitfit", "layers", "supermask", "lora", "adapters", "head"]
+        names = ["full", "bitfit", "layers", "supermask", "lora", "adapters", "head", "learners"]
         chosen = {m: {"setting": m, "lr": 1e-4, "options": {}} for m in names}
         chosen["layers"]["options"] = {"select": "top3"}
         missing.write_text(json.dumps({"methods": chosen}))
         with mock.patch.object(selected, "SELECTION", missing):
             core = sweep.expand(sweep.load_grid("core"))
             fractions = sweep.expand(sweep.load_grid("data_fraction"))
-        self.assertLen(core, 135)
-        self.assertLen(fractions, 72)
+        self.assertLen(core, 150)
+        self.assertLen(fractions, 180)
         critical = next(p for p in core if p.setting == "critical2" and p.task == "sst2")
         self.assertEqual(critical.options["distances_file"], "runs/sweeps/core/sst2/full/lr1e-4/frac0.2/seed0")
-        self.assertEqual([p.seed for p in core[:40]], [0] * 40)  # Seed 0 of every cell first.
+        self.assertEqual([p.seed for p in core[:50]], [0] * 50)  # Seed 0 of every cell first.
 
     def test_shipped_grids(self):
         partition = sweep.expand(sweep.load_grid("partition"))

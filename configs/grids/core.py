@@ -14,6 +14,8 @@ scripts/rank_layers.py` must have written those files first, one per task, e.g.
   (SST-2 adds --config.data.train_fraction=0.2 --config.num_epochs=1.0)
 
 3 epochs; SST-2 1 epoch on a 20% subset. Order: seed 0 of every cell, then seed 1, then seed 2.
+Learners (issue 16) at the setting chosen for them; every run also evaluates every 60 s of
+training (curve.json).
 """
 
 import ml_collections
@@ -50,9 +52,12 @@ def get_config():
         selected.entry("lora"),
         selected.entry("adapters"),
         selected.entry("head", overrides={"feature_cache": True}),
+        selected.entry("learners"),
     ]
     grid.order = ["seed", "method", "task", "lr", "fraction"]
     grid.seeds = [0, 1, 2]
-    grid.overrides = {"checkpoint": {"every_steps": 200}, "model": {"pooling": POOLING}}
+    # eval_every_s: dev scores against training seconds (each run's curve.json), for issue 16's
+    # "seconds to reach full fine-tuning's final score".
+    grid.overrides = {"checkpoint": {"every_steps": 200}, "model": {"pooling": POOLING}, "eval_every_s": 60.0}
     grid.task_overrides = {"sst2": {"num_epochs": 1.0, "data": {"train_fraction": 0.2}}}
     return grid

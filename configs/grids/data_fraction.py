@@ -1,11 +1,13 @@
-"""Issue 15, part (d): Doering et al.'s data-fraction comparison, BitFit against full fine-tuning
-at 10, 30, 50 and 100% of the train split of MRPC, CoLA and STS-B, 3 seeds, on dev.
+"""Issue 15, part (d), and issue 16 (a): Doering et al.'s data-fraction comparison, BitFit against
+full fine-tuning at 10, 30, 50 and 100% of the train split of MRPC, CoLA and STS-B, 3 seeds, on
+dev; then adapters (their method), LoRA and learners on the same points.
 
   python -m fft.sweep configs/grids/data_fraction.py    # needs results/selection.json
 
 Learning rates are those chosen on validation data for the whole train split (results/selection.json).
 The subset of a fraction is drawn with the run's seed, so methods are paired by seed on the same
-examples. Order: seed 0 of every cell first, the smallest fractions first within a seed.
+examples. Order: method by method (full and BitFit, the issue-15 rows, first), within a method
+seed 0 of every cell first, the smallest fractions first within a seed.
 """
 
 import ml_collections
@@ -19,8 +21,8 @@ def get_config():
     grid.name = "data_fraction"
     grid.base = "model=minilm"
     grid.tasks = ["mrpc", "cola", "stsb"]
-    grid.methods = [selected.entry("full"), selected.entry("bitfit")]
-    grid.order = ["seed", "fraction", "method", "task", "lr"]
+    grid.methods = [selected.entry(m) for m in ("full", "bitfit", "adapters", "lora", "learners")]
+    grid.order = ["method", "seed", "fraction", "task", "lr"]
     grid.seeds = [0, 1, 2]
     grid.fractions = [0.1, 0.3, 0.5, 1.0]
     grid.overrides = {"checkpoint": {"every_steps": 200}, "model": {"pooling": POOLING}}

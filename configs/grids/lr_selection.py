@@ -10,7 +10,10 @@ the two tasks' main validation metric (RTE accuracy, STS-B mean of Pearson and S
 core grid (configs/grids/core.py) then trains that setting on the whole train split of every task
 and reports dev. Three learning rates per method around the literature's value (the linear
 head alone, a probe on frozen features, gets larger ones); supermasks also cross the initial
-sparsity, LoRA the rank (alpha stays 8). `critical:2` takes the rate chosen for
+sparsity and score learning rate (rank init at scale 0.1: results/supermask_init.md, where the
+magnitude init made the FFN output projections lose 3-4x more entries than any other tensor), LoRA
+the rank (alpha stays 8); learners (10% of FFN nodes) prime with full fine-tuning for 20% of the
+run and keep the nodes that moved most. `critical:2` takes the rate chosen for
 `top3` (both fine-tune whole top layers; critical:k needs a finished full run to rank layers).
 One seed (0), 3 epochs, the pooling chosen in results/grids/pooling.md.
 """
@@ -33,10 +36,12 @@ def get_config():
         {"method": "layers", "label": "top3", "options": {"select": ["top3"]}, "lrs": [3e-5, 1e-4, 3e-4]},
         {"method": "lora", "options": {"rank": [4, 8, 16]}, "lrs": [2e-4, 5e-4, 1e-3]},
         {"method": "adapters", "lrs": [1e-4, 3e-4, 1e-3]},
-        {"method": "supermask", "options": {"init": ["magnitude"], "init_scale": [1.0],
+        {"method": "supermask", "options": {"init": ["rank"], "init_scale": [0.1],
                                             "initial_sparsity": [0.05, 0.1],
-                                            "score_lr": [1e-3, 3e-3, 1e-2]},
+                                            "score_lr": [3e-4, 1e-3, 3e-3]},
          "lrs": [1e-3]},
+        {"method": "learners", "options": {"priming": [0.2], "select": ["movement"]},
+         "lrs": [1e-4, 3e-4, 1e-3]},
     ]
     grid.order = ["seed", "method", "lr", "task", "fraction"]
     grid.seeds = [0]

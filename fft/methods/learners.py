@@ -67,6 +67,7 @@ OPTIONS = {
     # their primed values while every other weight is the pretrained one. 0: no priming.
     "priming": 0.0,
     "priming_method": "full",
+    "priming_lr": 5e-5,  # Peak learning rate of the priming run (full fine-tuning's usual); 0: optim.lr.
 }
 NODES_FILE = "learner_nodes.json"  # Written into the run's workdir at the end of priming.
 
@@ -343,6 +344,7 @@ def priming(options: ml_collections.ConfigDict, config: ml_collections.ConfigDic
     del first["learners"]
     first.method = name
     first[name] = methods.default_options(name)
+    first.optim.lr = options.get("priming_lr", 0.0) or config.optim.lr
 
     def finish(primed, step0, key, workdir: pathlib.Path) -> ml_collections.ConfigDict:
         path = pathlib.Path(workdir) / NODES_FILE
