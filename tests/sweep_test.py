@@ -87,7 +87,20 @@ class PointsTest(parameterized.TestCase):
             core = sweep.expand(sweep.load_grid("core"))
             fractions = sweep.expand(sweep.load_grid("data_fraction"))
         self.assertLen(core, 150)
-        self.assertLen(fractions, 180)
+        core_table = pathlib.Path(self.create_tempdir().full_path) / "core.json"
+        core_table.write_text(json.dumps({"rows": [{"task": t, "setting": "full", "train_seconds": 300.0}
+                                                   for t in ("mrpc", "cola", "stsb")]}))
+        with mock.patch.object(selected, "SELECTION", missing), mock.patch.object(selected, "CORE_TABLE", core_table):
+            budgets = sweep.expand(sweep.load_grid("time_budget"))
+        self.assertLen(budgets, 180)
+        self.assertEqual([p.fields["time_budget_s"] for p in budgets[:3]], [33.3] * 3)  # 1/3 of 100 s first.
+        self.assertEqual(budgets[0].setting, "full-b1_3ep")
+        with mock.patch.object(selected, "SELECTION", missing):
+            ablation = sweep.expand(sweep.load_grid("learners_ablation"))
+        self.assertLen(ablation, 24)
+        self.assertEqual({(p.options["priming"], p.options["select"]) for p in ablation},
+                         {(0.2, "magnitude"), (0.2, "random"), (0.0, "magnitude"), (0.0, "random")})
+        self.assertLen(fractions, 135)
         critical = next(p for p in core if p.setting == "critical2" and p.task == "sst2")
         self.assertEqual(critical.options["distances_file"], "runs/sweeps/core/sst2/full/lr1e-4/frac0.2/seed0")
         self.assertEqual([p.seed for p in core[:50]], [0] * 50)  # Seed 0 of every cell first.

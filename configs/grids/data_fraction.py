@@ -6,7 +6,10 @@ dev; then adapters (their method), LoRA and learners on the same points.
 
 Learning rates are those chosen on validation data for the whole train split (results/selection.json).
 The subset of a fraction is drawn with the run's seed, so methods are paired by seed on the same
-examples. Order: method by method (full and BitFit, the issue-15 rows, first), within a method
+examples. The 100% cells are not run here: they are the core grid's runs of the same setting
+(configs/grids/core.py: same methods, learning rates, seeds, epochs and pooling; it also evaluates
+every 60 s, which does not change training), and the reports take them from there. Order: method
+by method (full and BitFit, the issue-15 rows, first), within a method
 seed 0 of every cell first, the smallest fractions first within a seed.
 """
 
@@ -24,6 +27,6 @@ def get_config():
     grid.methods = [selected.entry(m) for m in ("full", "bitfit", "adapters", "lora", "learners")]
     grid.order = ["method", "seed", "fraction", "task", "lr"]
     grid.seeds = [0, 1, 2]
-    grid.fractions = [0.1, 0.3, 0.5, 1.0]
+    grid.fractions = [0.1, 0.3, 0.5]  # 1.0: the core grid's runs.
     grid.overrides = {"checkpoint": {"every_steps": 200}, "model": {"pooling": POOLING}}
     return grid

@@ -7,6 +7,7 @@ import json
 import pathlib
 
 SELECTION = pathlib.Path(__file__).resolve().parents[2] / "results" / "selection.json"
+CORE_TABLE = SELECTION.parent / "grids" / "core.json"  # The core grid's table (configs/grids/core.py).
 
 
 def chosen(method: str) -> tuple[float, dict]:
@@ -28,3 +29,15 @@ def entry(method: str, label: str | None = None, selected_as: str | None = None,
     options = {k: [v] for k, v in options.items()} if selected_as in (None, method) else {}
     options.update({k: [v] for k, v in extra.pop("options", {}).items()})
     return {"method": method, "label": label or method, "options": options, "lrs": [lr], **extra}
+
+
+def full_epoch_seconds(task: str) -> float:
+    """Training seconds of one epoch of full fine-tuning on `task`: the mean of the core grid's
+    full runs (3 epochs each) / 3."""
+    if not CORE_TABLE.is_file():
+        raise FileNotFoundError(f"{CORE_TABLE} is missing: run `fft sweep core` (its full runs set the budgets)")
+    rows = [r for r in json.loads(CORE_TABLE.read_text())["rows"]
+            if r["task"] == task and r["setting"] == "full" and r.get("train_seconds")]
+    if not rows:
+        raise ValueError(f"{CORE_TABLE}: no finished full fine-tuning run of {task}; its budgets need one")
+    return rows[0]["train_seconds"] / 3.0
