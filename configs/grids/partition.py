@@ -1,5 +1,5 @@
 """Which parameters need to train? Partitions of the packaged MiniLM on 4 GLUE tasks, and a
-data-fraction sweep: the runs of scripts/partition_sweep.py as a grid.
+data-fraction sweep: the runs of the retired scripts/partition_sweep.py as a grid.
 
   python -m fft.sweep configs/grids/partition.py [--jobs 1]
 
@@ -50,6 +50,6 @@ def get_config():
     grid.lrs = {"full": [5e-5], "bitfit": [1e-3], "head": [1e-3], "layers": [1e-4], "critical": [1e-4]}
     grid.seeds = [0]
     grid.fractions = [1.0]
-    grid.overrides = {"checkpoint": {"every_steps": 200}}
+    grid.overrides = {"checkpoint": {"every_steps": 200}, "model": {"pooling": "cls"}}  # As the retired script ran.
     grid.task_overrides = {"sst2": {"num_epochs": 1.0, "data": {"train_fraction": 0.2}}}
     return grid

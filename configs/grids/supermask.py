@@ -1,5 +1,5 @@
 """Supermask fine-tuning of the packaged MiniLM (binary masks over frozen weights, no weight
-updates): the 25 runs of scripts/supermask_sweep.py as a grid.
+updates): the 25 runs of the retired scripts/supermask_sweep.py as a grid.
 
   python -m fft.sweep configs/grids/supermask.py
 
@@ -63,6 +63,6 @@ def get_config():
     ]
     grid.order = ["seed", "method", "task", "lr", "fraction"]
     grid.seeds = [0]
-    grid.overrides = {"checkpoint": {"every_steps": 200}}
+    grid.overrides = {"checkpoint": {"every_steps": 200}, "model": {"pooling": "cls"}}  # As the retired script ran.
     grid.task_overrides = {"sst2": {"num_epochs": 1.0, "data": {"train_fraction": 0.2}}}
     return grid
