@@ -24,7 +24,7 @@ decision (stop, evaluate) is process 0's, broadcast to the others, so all stop a
 **Timed evaluation.** With `eval_every_s`, the run also evaluates whenever its training time
 crosses the next multiple of the interval; each evaluation (timed, per-epoch or final) appends
 `{step, train_seconds, eval}` to `curve.json` (entries past a resumed checkpoint are dropped), the
-data of the metric-versus-training-time figures (scripts/plot_curves.py).
+data of the metric-versus-training-time figures (scripts/figures.py).
 """
 
 from __future__ import annotations
@@ -128,7 +128,8 @@ def agree(value: float) -> float:
         return float(value)
     from jax.experimental import multihost_utils
 
-    return float(multihost_utils.broadcast_one_to_all(np.asarray(value, np.float64)))
+    with jax.transfer_guard("allow"):  # An explicit, tiny transfer inside the guarded loop.
+        return float(multihost_utils.broadcast_one_to_all(np.asarray(value, np.float32)))
 
 
 def save_plan(workdir: pathlib.Path, plan: Plan) -> None:

@@ -178,8 +178,10 @@ def test_data_fraction_claims(tmp_path, monkeypatch):
     assert cell(match, "mrpc", 0.5)["verdict"] == "inconclusive"  # [-2.7, -0.3] straddles -2
     assert cell(match, "mrpc", 1.0)["verdict"] == "missing"
     assert cell(match, "stsb", 0.5)["verdict"] == "missing"
+    # The 100% cells come from the core grid's rows (data_fraction does not rerun them).
+    assert cell(match, "cola", 1.0)["verdict"] != "missing"
     assert match["verdict"] == "inconclusive" and match["counts"] == {
-        "holds": 1, "fails": 0, "inconclusive": 3, "missing": 8}
+        "holds": 1, "fails": 0, "inconclusive": 5, "missing": 6}
     d = cell(beats, "mrpc", 0.3)["diff"]
     ref = scipy_stats.t.interval(0.95, 2, loc=np.mean([3.5, 2.0, 2.8]), scale=scipy_stats.sem([3.5, 2.0, 2.8]))
     assert (d["low"], d["high"]) == pytest.approx(ref)

@@ -17,6 +17,7 @@ from fft.report.tables import (
     repo_relative,
     selection_info,
     t_quantile,
+    with_full_data_cells,
 )
 from fft.report.verdicts import (
     adapters_claim,
@@ -92,6 +93,7 @@ def build(args, command: str) -> dict[str, Any]:
     grids, out = pathlib.Path(args.grids), pathlib.Path(args.out)
     paths = {name: grids / f"{name}.json" for name in GRIDS}
     tables = {name: load_table(path) for name, path in paths.items()}
+    tables["data_fraction"] = with_full_data_cells(tables["data_fraction"], tables["core"])
     core = tables["core"]
     store = DistanceStore(out.with_name(out.name + "_distances.json"), compute=not args.no_distances)
 

@@ -45,6 +45,23 @@ def load_table(path: pathlib.Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def with_full_data_cells(fractions: Mapping[str, Any] | None, core: Mapping[str, Any] | None
+                         ) -> dict[str, Any] | None:
+    """The data_fraction table with its 100% cells: configs/grids/data_fraction.py does not rerun
+    them, they are the core grid's runs of the same settings (its rows at fraction 1.0 for the
+    data_fraction tasks and settings). None when neither table exists."""
+    if fractions is None and core is None:
+        return None
+    rows = list((fractions or {}).get("rows", []))
+    settings = {r["setting"] for r in rows} or {"full", "bitfit", "adapters", "lora", "learners"}
+    have = {(r["task"], r["setting"], r["fraction"]) for r in rows}
+    for r in (core or {}).get("rows", []):
+        key = (r["task"], r["setting"], r["fraction"])
+        if r["task"] in FRACTION_TASKS and r["setting"] in settings and r["fraction"] == 1.0 and key not in have:
+            rows.append({**r, "from_grid": "core"})
+    return {**(fractions or {"grid": "data_fraction"}), "rows": rows}
+
+
 def find_row(table: Mapping[str, Any] | None, task: str, setting: str,
              fraction: float | None = None) -> dict[str, Any] | None:
     """The table's row for (task, setting[, fraction]); None when absent. Several rows (several
@@ -87,9 +104,10 @@ def compute_used(tables: Mapping[str, Mapping[str, Any] | None]) -> dict[str, An
     for name, table in tables.items():
         if table is None:
             continue
-        runs = sum(int(r["n"]) for r in table["rows"])
-        planned = sum(int(r["planned"]) for r in table["rows"])
-        seconds = sum(float(r["train_seconds"]) * int(r["n"]) for r in table["rows"]
+        own = [r for r in table["rows"] if "from_grid" not in r]  # Borrowed rows count in their grid.
+        runs = sum(int(r["n"]) for r in own)
+        planned = sum(int(r["planned"]) for r in own)
+        seconds = sum(float(r["train_seconds"]) * int(r["n"]) for r in own
                       if r.get("train_seconds") is not None and r["n"])
         per_grid[name] = {"runs": runs, "planned": planned, "train_seconds": seconds}
     return {"grids": per_grid, "runs": sum(g["runs"] for g in per_grid.values()),
