@@ -17,7 +17,6 @@ last hidden states.
 """
 
 import argparse
-import csv
 import pathlib
 import sys
 
@@ -28,27 +27,9 @@ import transformers
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from scripts import make_reference_fixtures
+from scripts.fixture_inputs import read_pairs  # The pairs (torch-free: the test reads them too).
 
-_GLUE = pathlib.Path(__file__).resolve().parent.parent / "data" / "glue"
-# (file, sentence columns, data rows (0-based, after the header)): short captions, a forum pair,
-# news, and MRPC's long newswire pairs, so the pairs differ in length.
-_SOURCES = (
-    ("STS-B/dev.tsv", ("sentence1", "sentence2"), (0, 34, 799, 1199, 1399)),
-    ("MRPC/dev.tsv", ("#1 String", "#2 String"), (0, 3, 198)),
-)
 _MAX_LENGTH = 128
-
-
-def read_pairs(glue_dir: pathlib.Path = _GLUE) -> tuple[list[tuple[str, str]], list[str]]:
-    """The fixture's sentence pairs and their sources ('STS-B/dev.tsv:34')."""
-    pairs, sources = [], []
-    for name, (first, second), rows in _SOURCES:
-        with open(glue_dir / name, encoding="utf-8-sig", newline="") as f:
-            table = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-        for row in rows:
-            pairs.append((table[row][first], table[row][second]))
-            sources.append(f"{name}:{row}")
-    return pairs, sources
 
 
 def make_minilm_mean(model_dir: pathlib.Path, out: pathlib.Path) -> None:

@@ -11,24 +11,15 @@ import numpy as np
 from absl.testing import absltest, parameterized
 
 from fft import models, steps
-from fft.data import batching, packing, tokenize
+from fft.data import batching, packing
 from fft.models import loading
+from tests import packed_reference
 
 _FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 _TINY_DIRS = {"bert": _FIXTURES / "tiny_bert_cls", "distilbert": _FIXTURES / "tiny_distilbert"}
 
 
-def _encoded(n, *, seed=0, min_len=3, max_len=40, regression=False, vocab=90, skewed=False):
-    """n examples of random lengths (uniform, or `skewed`: mostly short, a long tail, as in GLUE);
-    ids in [5, vocab), token types 0 then 1."""
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(min_len, max_len + 1, size=n).astype(np.int32)
-    if skewed:
-        lengths = np.clip(min_len + rng.exponential(8, n), min_len, max_len).astype(np.int32)
-    ids = [rng.integers(5, vocab, k).astype(np.int32) for k in lengths]
-    types = [(np.arange(k) >= k // 2).astype(np.int32) for k in lengths]
-    labels = rng.random(n).astype(np.float32) * 5 if regression else rng.integers(0, 3, n, dtype=np.int32)
-    return tokenize.Encoded(ids, types, labels, lengths, pad_id=0)
+_encoded = packed_reference.encoded  # Random examples (shared with tests/pooling_test.py).
 
 
 class FirstFitDecreasingTest(parameterized.TestCase):
@@ -180,37 +171,20 @@ class PackedModelTest(parameterized.TestCase):
         params = loading.init_params(model, jax.random.key(0), pretrained.params)
         vocab = pretrained.model_config.vocab_size
         enc = _encoded(24, max_len=30, vocab=vocab, regression=num_labels == 1)
-        shape = packing.plan(enc, 12, seed=0, epochs=1, length=64)
-        packed = next(packing.train_batches(enc, 12, seed=0, epoch=0, shape=shape))
-        bucketed = batching._make_batch(enc, packed["index"][packed["index"] >= 0], 12, (32,))
-        return model, params, packed, bucketed
+        packed, rows = packed_reference.packed_and_rows(enc)
+        return model, params, packed, rows
 
     @parameterized.named_parameters(("bert", "bert"), ("distilbert", "distilbert"))
     def test_logits_match_one_example_per_row(self, model_type):
-        model, params, packed, bucketed = self._setup(model_type)
+        model, params, packed, rows = self._setup(model_type)
         self.assertLess(packed["input_ids"].shape[0], 12)  # Really packed.
-        apply = jax.jit(functools.partial(steps._apply, model, deterministic=True))
-        packed_out = np.asarray(apply(params, {k: v for k, v in packed.items() if k != "index"}))
-        rows_out = np.asarray(apply(params, {k: v for k, v in bucketed.items() if k != "index"}))
-        real = packed["index"] >= 0
-        self.assertEqual(packed_out.shape, (packed["labels"].shape[0], 3))
-        np.testing.assert_allclose(packed_out[real], rows_out[: int(real.sum())], atol=2e-5, rtol=0)
+        out = packed_reference.assert_logits_match(model, params, packed, rows)
+        self.assertEqual(out.shape, (packed["labels"].shape[0], 3))
 
     @parameterized.named_parameters(("classification", 3), ("regression", 1))
     def test_loss_and_gradient_match(self, num_labels):
-        model, params, packed, bucketed = self._setup("bert", num_labels)
-        regression = num_labels == 1
-
-        def loss(p, batch):
-            out = steps._apply(model, p, batch, deterministic=True)
-            return steps.weighted_mean(steps.example_losses(out, batch["labels"], regression), batch["weights"])
-
-        grad = jax.jit(jax.value_and_grad(loss))
-        lp, gp = grad(params, {k: v for k, v in packed.items() if k != "index"})
-        lb, gb = grad(params, {k: v for k, v in bucketed.items() if k != "index"})
-        np.testing.assert_allclose(lp, lb, rtol=1e-5)
-        for a, b in zip(jax.tree.leaves(gp), jax.tree.leaves(gb), strict=True):
-            np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
+        model, params, packed, rows = self._setup("bert", num_labels)
+        packed_reference.assert_gradients_match(model, params, packed, rows, regression=num_labels == 1)
 
     def test_attention_mask_argument_is_rejected(self):
         model, params, packed, _ = self._setup("bert")

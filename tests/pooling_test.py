@@ -17,9 +17,10 @@ import numpy as np
 from absl.testing import absltest, parameterized
 from flax import traverse_util
 
-from fft import errors, models, steps, train
-from fft.data import batching, packing, tokenize
+from fft import errors, models, train
+from fft.data import glue, tokenize
 from fft.models import bert, loading
+from tests import packed_reference
 from tests.train_test import tiny_config
 
 _FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
@@ -42,16 +43,6 @@ def _masked_mean(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (hidden.astype(np.float64) * m).sum(1) / m.sum(1)
 
 
-def _encoded(n, vocab, *, seed=0, min_len=3, max_len=30):
-    """n examples of random lengths, ids in [5, vocab), token types 0 then 1, 3 classes."""
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(min_len, max_len + 1, size=n).astype(np.int32)
-    ids = [rng.integers(5, vocab, k).astype(np.int32) for k in lengths]
-    types = [(np.arange(k) >= k // 2).astype(np.int32) for k in lengths]
-    labels = rng.integers(0, 3, n, dtype=np.int32)
-    return tokenize.Encoded(ids, types, labels, lengths, pad_id=0)
-
-
 class MiniLMMeanTest(absltest.TestCase):
     """The packaged all-MiniLM-L6-v2 with mean pooling, against torch's sentence-transformers
     style mean of transformers' BertModel (scripts/make_pooling_fixtures.py)."""
@@ -70,6 +61,19 @@ class MiniLMMeanTest(absltest.TestCase):
         self.assertEqual(len(lengths), 8)
         self.assertGreater(len(set(lengths.tolist())), 4)
         self.assertLess(lengths.min(), self.fixture["input_ids"].shape[1])
+
+    def test_fixture_is_fft_encoding_of_the_stated_pairs(self):
+        """The fixture's tokens are what fft's own pipeline makes of the real GLUE pairs it names."""
+        from scripts import fixture_inputs
+
+        pairs, sources = fixture_inputs.read_pairs()
+        self.assertEqual(sources, [str(s) for s in self.fixture["source"]])
+        tokenizer = tokenize.load_tokenizer(loading.resolve_model_dir("minilm"))
+        enc = tokenize.encode(tokenizer, [glue.Example(a, b, 0) for a, b in pairs], 128)
+        for i, (ids, types) in enumerate(zip(enc.input_ids, enc.token_type_ids)):
+            n = int(self.fixture["attention_mask"][i].sum())
+            np.testing.assert_array_equal(ids, self.fixture["input_ids"][i, :n])
+            np.testing.assert_array_equal(types, self.fixture["token_type_ids"][i, :n])
 
     def test_pool_matches_torch_mean_pooling(self):
         pooled = _run(self.model, self.params, *self.batch, method=self.model.pool)
@@ -217,36 +221,16 @@ class MeanPoolingTest(parameterized.TestCase):
     @parameterized.named_parameters(("bert", "bert"), ("distilbert", "distilbert"))
     def test_packed_rows_match_one_example_per_row(self, model_type):
         model, params = self._setup(model_type)
-        enc = _encoded(24, self.pretrained[model_type].model_config.vocab_size)
-        shape = packing.plan(enc, 12, seed=0, epochs=1, length=64)
-        packed = next(packing.train_batches(enc, 12, seed=0, epoch=0, shape=shape))
-        bucketed = batching._make_batch(enc, packed["index"][packed["index"] >= 0], 12, (32,))
+        enc = packed_reference.encoded(24, max_len=30, vocab=self.pretrained[model_type].model_config.vocab_size)
+        packed, rows = packed_reference.packed_and_rows(enc)
         self.assertLess(packed["input_ids"].shape[0], 12)  # Really packed.
-        apply = jax.jit(functools.partial(steps._apply, model, deterministic=True))
-        packed_out = np.asarray(apply(params, {k: v for k, v in packed.items() if k != "index"}))
-        rows_out = np.asarray(apply(params, {k: v for k, v in bucketed.items() if k != "index"}))
-        real = packed["index"] >= 0
-        self.assertFalse(real.all())  # Empty slots too (their logits are ignored, but finite).
-        self.assertTrue(np.isfinite(packed_out).all())
-        np.testing.assert_allclose(packed_out[real], rows_out[: int(real.sum())], atol=2e-5, rtol=0)
+        self.assertFalse((packed["index"] >= 0).all())  # Empty slots too (ignored, but finite).
+        packed_reference.assert_logits_match(model, params, packed, rows)
 
     def test_packed_gradient_matches(self):
         model, params = self._setup("bert")
-        enc = _encoded(24, self.pretrained["bert"].model_config.vocab_size, seed=1)
-        shape = packing.plan(enc, 12, seed=0, epochs=1, length=64)
-        packed = next(packing.train_batches(enc, 12, seed=0, epoch=0, shape=shape))
-        bucketed = batching._make_batch(enc, packed["index"][packed["index"] >= 0], 12, (32,))
-
-        def loss(p, batch):
-            out = steps._apply(model, p, batch, deterministic=True)
-            return steps.weighted_mean(steps.example_losses(out, batch["labels"], False), batch["weights"])
-
-        grad = jax.jit(jax.value_and_grad(loss))
-        lp, gp = grad(params, {k: v for k, v in packed.items() if k != "index"})
-        lb, gb = grad(params, {k: v for k, v in bucketed.items() if k != "index"})
-        np.testing.assert_allclose(lp, lb, rtol=1e-5)
-        for a, b in zip(jax.tree.leaves(gp), jax.tree.leaves(gb), strict=True):
-            np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
+        enc = packed_reference.encoded(24, seed=1, max_len=30, vocab=self.pretrained["bert"].model_config.vocab_size)
+        packed_reference.assert_gradients_match(model, params, *packed_reference.packed_and_rows(enc))
 
     @parameterized.named_parameters(("bert", "bert"), ("distilbert", "distilbert"))
     def test_feature_cache_path_pools_the_same(self, model_type):
