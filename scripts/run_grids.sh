@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs the comparison grids of results/claims.md in order, then the selection, the figures and the
+# claims report. Resumable: every sweep skips finished runs and resumes stopped ones, so after an
+# interruption run it again. Stops at the first grid that did not finish (a failed run: see its
+# log.txt), since the later steps read what the earlier ones chose.
+#
+#   bash scripts/run_grids.sh                 # everything, from where it stopped
+#   bash scripts/run_grids.sh core            # from the core grid on
+#   RESULTS=/elsewhere/results/grids bash scripts/run_grids.sh   # tables elsewhere
+#
+# CPU hours measured on the 2-core machine: results/claims.md (Protocol: compute used). The
+# time_budget grid measures wall-clock time: give it the machine to itself.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+RESULTS=${RESULTS:-results/grids}
+STEPS=(pooling supermask_init lr_selection select core data_fraction time_budget learners_ablation report)
+start=${1:-pooling}
+started=0
+for step in "${STEPS[@]}"; do
+  [[ $step == "$start" ]] && started=1
+  [[ $started == 1 ]] || continue
+  echo "[$(date +%T)] run_grids: $step"
+  case $step in
+    select) "$PY" scripts/select_hparams.py --table "$RESULTS/lr_selection.json" || exit $? ;;
+    report) "$PY" scripts/figures.py --grids "$RESULTS" && "$PY" scripts/claims.py --grids "$RESULTS" || exit $? ;;
+    *) "$PY" -m fft.sweep "$step" --results "$RESULTS" || exit $? ;;
+  esac
+done
+echo "[$(date +%T)] run_grids: done"
