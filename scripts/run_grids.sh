@@ -7,6 +7,7 @@
 #   bash scripts/run_grids.sh                 # everything, from where it stopped
 #   bash scripts/run_grids.sh core            # from the core grid on
 #   RESULTS=/elsewhere/results/grids bash scripts/run_grids.sh   # tables elsewhere
+#   AFTER_STEP='cp results/grids/* /backup/' bash scripts/run_grids.sh   # a command after each step
 #
 # CPU hours measured on the 2-core machine: results/claims.md (Protocol: compute used). The
 # time_budget grid measures wall-clock time: give it the machine to itself.
@@ -26,5 +27,6 @@ for step in "${STEPS[@]}"; do
     report) "$PY" scripts/figures.py --grids "$RESULTS" && "$PY" scripts/claims.py --grids "$RESULTS" || exit $? ;;
     *) "$PY" -m fft.sweep "$step" --results "$RESULTS" || exit $? ;;
   esac
+  if [[ -n "${AFTER_STEP:-}" ]]; then bash -c "$AFTER_STEP"; fi
 done
 echo "[$(date +%T)] run_grids: done"
