@@ -8,7 +8,9 @@ depend on the values), seq 128, batch 32, fp32, dropout on. Learners: fraction 0
 nodes per FFN), attention frozen, biases and LayerNorms trained, as the method's defaults. Both
 steps are the training loop's own (`fft.steps.train_step` with the method's model, `assemble` and
 optimizer after global-norm clipping), the state donated and the frozen tree a separate argument.
-Time: medians over alternating blocks (benchmarks/common.py:interleaved_medians). Memory: XLA's
+Priming: the training time of a run that primes `--priming` of its steps with full fine-tuning,
+against unprimed learners and full, and what the phase boundary costs (picking the nodes,
+compiling the learners step). Time: medians over alternating blocks (benchmarks/common.py:interleaved_medians). Memory: XLA's
 compiled estimate (arguments + outputs + temporaries - donated aliases, and the temporaries
 alone), and where the device reports it (GPU, TPU) its peak bytes in use after each variant's
 warmup; learners warm up first, so its peak is its own.
@@ -21,6 +23,7 @@ import functools
 import os
 import pathlib
 import sys
+import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
@@ -33,6 +36,7 @@ from benchmarks.methods_bench import memory
 from benchmarks.train_bench import _random_batch
 from configs import glue as glue_config
 from fft import malloc_tuning, methods, models, partition, steps, train
+from fft.methods import learners
 
 MINILM_SHAPE = {"vocab_size": 30522, "hidden_size": 384, "num_layers": 6, "num_heads": 12,
                 "intermediate_size": 1536, "max_position_embeddings": 512}
@@ -63,7 +67,9 @@ def build(model, params, name: str, options: dict, batch: dict, warmup: int) -> 
         donate_argnums=(0,),
     )
     rng = jax.random.key(0)
+    t0 = time.perf_counter()
     compiled = step.lower(state[0], frozen, data, rng).compile()
+    compile_s = time.perf_counter() - t0
 
     def once():
         state[0], out = compiled(state[0], frozen, data, rng)
@@ -71,10 +77,26 @@ def build(model, params, name: str, options: dict, batch: dict, warmup: int) -> 
 
     for _ in range(warmup):
         once()
-    row = {"variant": name, "method": method.description,
+    row = {"variant": name, "method": method.description, "compile_s": compile_s,
            "trainable_params": partition.count_params(trainable), **memory(compiled),
            "device_peak_bytes": device_peak()}
     return row, once
+
+
+def priming_overhead(params, fraction: float, share: float, seconds: dict, compile_s: float) -> dict:
+    """What priming costs: a primed run trains `share` of its steps at full fine-tuning's step time
+    and the rest at learners'; at the boundary it picks nodes (timed here on a perturbed copy of
+    the weights) and compiles the learners step (timed in `build`)."""
+    moved = jax.tree.map(lambda w: w + 1e-3 * jnp.sign(w), params)
+    t0 = time.perf_counter()
+    scores = learners.node_scores(jax.device_get(moved), "movement", reference=jax.device_get(params))
+    learners.choose_nodes(scores, fraction)
+    select_s = time.perf_counter() - t0
+    full, learn = seconds["full"], seconds["learners"]
+    mixed = share * full + (1 - share) * learn
+    return {"share": share, "step_s_mixed": mixed, "vs_unprimed": mixed / learn, "vs_full": mixed / full,
+            "extra_s_per_1000_steps": 1000 * share * (full - learn), "select_s": select_s,
+            "learners_compile_s": compile_s}
 
 
 def main() -> None:
@@ -84,6 +106,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per variant")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--fraction", type=float, default=0.1)
+    parser.add_argument("--priming", type=float, default=0.2, help="share of a run that primes")
     parser.add_argument("--out", default="results/bench_learners.json")
     args = parser.parse_args()
     config = models.bert.BertConfig(**MINILM_SHAPE)
@@ -109,8 +132,13 @@ def main() -> None:
               f"peak {mib(row['peak_bytes'])}  temp {mib(row.get('temp_bytes'))}  "
               f"device peak {mib(row['device_peak_bytes'])}", flush=True)
     print("learners / full: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()), flush=True)
+    primed = priming_overhead(params["params"], args.fraction, args.priming, seconds, rows["learners"]["compile_s"])
+    print(f"priming {args.priming:g} of the run: training time x{primed['vs_unprimed']:.2f} of unprimed "
+          f"learners, x{primed['vs_full']:.2f} of full; at the boundary {primed['select_s']:.2f} s to pick "
+          f"nodes + {primed['learners_compile_s']:.1f} s to compile the learners step", flush=True)
     result = {"seq": args.seq, "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
-              "model": MINILM_SHAPE, **bench.machine_info(), "rows": list(rows.values()), **ratios}
+              "model": MINILM_SHAPE, **bench.machine_info(), "rows": list(rows.values()), **ratios,
+              "priming": primed}
     bench.write_json(result, args.out)
 
 

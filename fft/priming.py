@@ -85,7 +85,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path,
     priming phase first when its method has one (see the module docstring)."""
     from fft import checkpoint, train  # fft.train imports this module.
 
-    plan = methods.priming(config)
+    plan = methods.priming(methods.upgrade_config(config))  # Configs from before methods: none.
     if plan is None:
         return train_one(config, workdir)
     budget.check_config(config)

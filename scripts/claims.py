@@ -5,8 +5,10 @@ tested on the packaged all-MiniLM-L6-v2, its evidence from the grid tables, and 
                            [--no-distances]
 
 Reads <grids>/core.json (configs/grids/core.py), <grids>/data_fraction.json
-(configs/grids/data_fraction.py) and <grids>/pooling.json (configs/grids/pooling.py) where they
-exist; measures how far the core grid's full fine-tuning runs moved from their step-0 weights
+(configs/grids/data_fraction.py), <grids>/time_budget.json (configs/grids/time_budget.py),
+<grids>/learners_ablation.json (configs/grids/learners_ablation.py) and <grids>/pooling.json
+(configs/grids/pooling.py) where they exist; reads the runs' curve.json (under --root) for the
+seconds to reach full fine-tuning's score; measures how far the core grid's full fine-tuning runs moved from their step-0 weights
 (fft.analyze.run_params + fft.distances.grouped, cached by workdir in <out>_distances.json);
 reads the gradient layer rankings in <rankings>/<task>_gradient.json; writes <out>.md and <out>.json.
 
@@ -40,7 +42,7 @@ from fft.report.tables import DEFAULTS, repo_relative
 
 # The options that show in the report's "Regenerate" command when they differ from the default.
 SHOWN_OPTIONS = ("grids", "out", "margin", "close_rel_l1", "close_angle", "layer_ratio", "sd_factor",
-                 "confidence", "selection", "fallback_distances", "rankings")
+                 "confidence", "selection", "fallback_distances", "rankings", "root")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -63,6 +65,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rankings", default=str(REPO / "results" / "rankings"),
                         help="<task>_gradient.json of scripts/rank_layers.py, for critical2-grad runs "
                              "that have not run yet (a run's own distances_file comes first)")
+    parser.add_argument("--root", default=str(REPO),
+                        help="where the tables' run workdirs are relative to (their curve.json for claim "
+                             "8c and the learners section; config.json for the time budgets)")
     args = parser.parse_args(argv)
     if not args.margin >= 0:
         parser.error("--margin must be >= 0")

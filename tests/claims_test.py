@@ -19,7 +19,7 @@ FULL = {"cola": {0: 50.0, 1: 52.0, 2: 51.0}, "stsb": {0: 85.0, 1: 86.0, 2: 84.5}
         "rte": {0: 60.0, 1: 63.0, 2: 58.0}, "mrpc": {0: 80.0, 1: 81.0, 2: 82.0}}  # sst2: no row
 
 
-def row(task, setting, scores, fraction=1.0, metric="accuracy", planned=3, seconds=10.0):
+def row(task, setting, scores, fraction=1.0, metric="accuracy", planned=3, seconds=10.0, params=None):
     seeds = sorted(scores)
     values = [scores[s] / 100 for s in seeds]
     mean, sd = stats.mean_sd(values)
@@ -29,7 +29,8 @@ def row(task, setting, scores, fraction=1.0, metric="accuracy", planned=3, secon
         "mean": None if mean is None else 100 * mean, "sd": None if sd is None else 100 * sd,
         "n": len(seeds), "planned": planned, "seeds": seeds,
         "eval": {"dev": {metric: {"mean": mean, "sd": sd, "values": values}}} if seeds else {},
-        "trainable_params": None, "stored_bytes": None, "train_seconds": seconds if seeds else None,
+        "trainable_params": params if seeds else None, "stored_bytes": None,
+        "train_seconds": seconds if seeds else None,
         "workdirs": [f"runs/fake/{task}/{setting}/frac{fraction:g}/seed{s}" for s in seeds],
     }
 
@@ -76,12 +77,21 @@ def fraction_rows():
     return rows
 
 
-def write_tables(folder, core=True, fractions=True, core_extra=()):
+def write_tables(folder, core=True, fractions=True, core_extra=(), fraction_extra=(), params=None, **more):
+    """The core and data_fraction tables (core's rows with trainable_params from `params`, {(task,
+    setting): count}); `more` = {grid name: rows} for other grids (time_budget, learners_ablation)."""
     folder.mkdir(parents=True, exist_ok=True)
     if core:
-        (folder / "core.json").write_text(json.dumps({"grid": "core", "rows": core_rows() + list(core_extra)}))
+        rows = core_rows() + list(core_extra)
+        for r in rows:
+            if r["n"] and (r["task"], r["setting"]) in (params or {}):
+                r["trainable_params"] = params[r["task"], r["setting"]]
+        (folder / "core.json").write_text(json.dumps({"grid": "core", "rows": rows}))
     if fractions:
-        (folder / "data_fraction.json").write_text(json.dumps({"grid": "data_fraction", "rows": fraction_rows()}))
+        rows = fraction_rows() + list(fraction_extra)
+        (folder / "data_fraction.json").write_text(json.dumps({"grid": "data_fraction", "rows": rows}))
+    for name, rows in more.items():
+        (folder / f"{name}.json").write_text(json.dumps({"grid": name, "rows": rows}))
 
 
 def layer_groups(layer_rel_l1, total_rel_l1=0.01, total_angle_deg=0.8):
@@ -105,14 +115,16 @@ def fake_distances(workdir):
     return {"step": 100, "groups": groups}
 
 
-def run(tmp_path, monkeypatch, *extra, compute=fake_distances, core=True, fractions=True, core_extra=()):
+def run(tmp_path, monkeypatch, *extra, compute=fake_distances, core=True, fractions=True, core_extra=(),
+        **tables_kw):
+    """scripts/claims.py on the synthetic tables; run workdirs (curves) under tmp_path/root."""
     grids = tmp_path / "grids"
-    write_tables(grids, core=core, fractions=fractions, core_extra=core_extra)
+    write_tables(grids, core=core, fractions=fractions, core_extra=core_extra, **tables_kw)
     monkeypatch.setattr(report_distances, "compute_run_distances", compute)
     out = tmp_path / "out" / "claims"
     argv = ["--grids", str(grids), "--out", str(out), "--selection", str(tmp_path / "none.json"),
             "--fallback-distances", str(tmp_path / "no_fallback"), "--rankings", str(tmp_path / "rankings"),
-            *extra]
+            "--root", str(tmp_path / "root"), *extra]
     assert claims.main(argv) == 0
     doc = json.loads((tmp_path / "out" / "claims.json").read_text())
     return {c["id"]: c for c in doc["claims"]}, doc, (tmp_path / "out" / "claims.md").read_text()
@@ -424,3 +436,256 @@ def test_ranking_readers_agree_with_fft_partition(tmp_path):
     for select in ("top3", "top1", "4,5", "0,3-5"):
         assert rankings.parse_select(select) == partition._parse_layers(select, 6)
     assert rankings.parse_select("top7") is None and rankings.parse_select("4-x") is None
+
+
+# Issue 16: learners (8a-8c), time budgets (9a), spread across data amounts and budgets (9b), the
+# other methods beside 5a/5c and the learners ablation section.
+
+LEARNERS_COLA = {0: 51.0, 1: 52.9, 2: 52.1}  # full cola + [1.0, 0.9, 1.1]: tight, within ±2
+PARAMS = {("cola", "full"): 22_700_000, ("cola", "bitfit"): 40_000, ("cola", "learners"): 10_000,
+          ("cola", "adapters"): 80_000, ("cola", "lora"): 75_000,  # 8.0x, 7.5x: holds
+          ("rte", "learners"): 10_000, ("rte", "adapters"): 80_000, ("rte", "lora"): 70_000,  # 7.0x: holds
+          ("mrpc", "learners"): 10_000, ("mrpc", "adapters"): 100_000, ("mrpc", "lora"): 60_000,  # 6x: fails
+          ("stsb", "learners"): 10_000, ("stsb", "adapters"): 90_000}  # stsb lora unfinished: missing
+
+
+def learners_rows():
+    return [row("cola", "learners", LEARNERS_COLA),
+            row("stsb", "learners", shifted(FULL["stsb"], [-10.0, -11.0, -9.0])),  # fails
+            row("rte", "learners", shifted(FULL["rte"], [3.0, -3.0, 1.0])),  # inconclusive
+            row("mrpc", "learners", shifted(FULL["mrpc"], [0.5, 0.3, 0.4])),  # holds
+            row("mrpc", "adapters", {0: 80.0, 1: 81.0, 2: 82.0}), row("rte", "lora", {0: 60.0, 1: 63.0, 2: 58.0})]
+
+
+def test_learners_match_full_and_parameter_counts(tmp_path, monkeypatch):
+    by_id, doc, text = run(tmp_path, monkeypatch, core_extra=learners_rows(), params=PARAMS)
+    match = by_id["8a"]
+    assert [cell(match, t)["verdict"] for t in tables.CORE_TASKS] == [
+        "holds", "fails", "inconclusive", "holds", "missing"]
+    assert match["verdict"] == "fails" and match["method"] == "learners"
+    d = cell(match, "cola")["diff"]
+    ref = scipy_stats.t.interval(0.95, 2, loc=1.0, scale=scipy_stats.sem([1.0, 0.9, 1.1]))
+    assert d["mean"] == pytest.approx(1.0) and (d["low"], d["high"]) == pytest.approx(ref)
+    params = {p["task"]: p for p in match["params"]}
+    assert params["cola"] == {"task": "cola", "full": 22_700_000, "bitfit": 40_000, "adapters": 80_000,
+                              "lora": 75_000, "learners": 10_000}
+    assert params["stsb"]["lora"] is None and params["sst2"]["learners"] is None
+    assert "| cola | 22,700,000 | 40,000 | 80,000 | 75,000 | 10,000 | 0.04% |" in text
+
+    fewer = by_id["8b"]
+    assert [cell(fewer, t)["verdict"] for t in tables.CORE_TASKS] == [
+        "holds", "missing", "holds", "fails", "missing"]
+    assert cell(fewer, "cola")["ratios"] == pytest.approx({"adapters": 8.0, "lora": 7.5})
+    assert cell(fewer, "rte")["ratios"]["lora"] == pytest.approx(7.0)  # 7x exactly: holds (≤)
+    assert cell(fewer, "stsb")["note"] == "no finished run of lora"
+    assert fewer["verdict"] == "fails" and fewer["counts"] == {"holds": 2, "fails": 1, "inconclusive": 0, "missing": 2}
+    assert "| mrpc | 10,000 | 100,000 | 60,000 | 10.0x | 6.0x | **fails** |" in text
+    ids = [c["id"] for c in doc["claims"]]
+    assert ids[-5:] == ["8a", "8b", "8c", "9a", "9b"]
+
+
+def write_curve(root, workdir, points, priming=None, metric="accuracy"):
+    """A run's curve.json as fft.budget writes it, points [(train seconds, score %)]; priming =
+    (phase 1's points, its seconds) adds <workdir>/priming/curve.json as fft.priming does."""
+    path = root / workdir
+    path.mkdir(parents=True)
+
+    def dump(file, pts):
+        file.write_text(json.dumps({"points": [
+            {"step": 10 * (i + 1), "train_seconds": t, "timed": True, "eval": {"dev": {metric: v / 100}}}
+            for i, (t, v) in enumerate(pts)]}))
+
+    dump(path / "curve.json", points)
+    final = {"train_seconds": points[-1][0]}
+    if priming is not None:
+        (path / "priming").mkdir()
+        dump(path / "priming" / "curve.json", priming[0])
+        final["priming"] = {"train_seconds": priming[1]}
+    (path / "final_metrics.json").write_text(json.dumps(final))
+
+
+# Full cola (final 50, 52, 51: target 51): seed 0 never reaches it, seeds 1, 2 at 120 and 180 s.
+FULL_COLA_CURVES = {0: [(60, 45.0), (120, 50.0)], 1: [(60, 48.0), (120, 51.5), (180, 52.0)],
+                    2: [(60, 49.0), (180, 51.0)]}
+SPEED_CASES = {  # learners' curves by seed (None: no curve), verdict, ratio, note
+    "fast": ({0: ([(30, 51.0)], ([(30, 40.0)], 30.0)), 1: [(60, 50.0), (120, 52.9)], 2: [(60, 52.1)]},
+             "holds", 80 / 150, ""),
+    "at the bound": ({0: [(120, 51.0)], 1: [(120, 52.9)], 2: [(120, 52.1)]}, "holds", 0.8, ""),
+    "slow": ({0: [(120, 51.0)], 1: [(180, 52.9)], 2: [(180, 52.1)]}, "fails", 160 / 150, ""),
+    "never": ({0: [(60, 40.0), (120, 50.9)], 1: [(60, 45.0)], 2: [(60, 52.1)]}, "fails", 60 / 150,
+              "learners never reach the target on 2 of 3 seeds"),
+    "some": ({0: [(60, 50.9)], 1: [(60, 52.9)], 2: [(60, 52.1)]}, "inconclusive", 60 / 150,
+             "learners never reach the target on 1 of 3 seeds"),
+    "one curve": ({0: [(60, 51.0)], 1: None, 2: None}, "inconclusive", 60 / 150, "fewer than 2 curves"),
+    "no curves": ({0: None, 1: None, 2: None}, "missing", None, "no curve.json for the learners' runs"),
+}
+
+
+@pytest.mark.parametrize("case", list(SPEED_CASES))
+def test_learners_speed_on_cola(tmp_path, monkeypatch, case):
+    curves, verdict, ratio, note = SPEED_CASES[case]
+    root = tmp_path / "root"
+    for seed, points in FULL_COLA_CURVES.items():
+        write_curve(root, f"runs/fake/cola/full/frac1/seed{seed}", points)
+    for seed, points in curves.items():
+        if points is not None:
+            pts, priming = points if isinstance(points, tuple) else (points, None)
+            write_curve(root, f"runs/fake/cola/learners/frac1/seed{seed}", pts, priming)
+    by_id, _, text = run(tmp_path, monkeypatch, core_extra=[row("cola", "learners", LEARNERS_COLA)])
+    speed = by_id["8c"]
+    (c,) = speed["cells"]
+    assert (c["task"], c["verdict"], speed["verdict"]) == ("cola", verdict, verdict)
+    assert c["target"] == pytest.approx(51.0) and note in c["note"]
+    assert c["ratio"] == (None if ratio is None else pytest.approx(ratio))
+    assert c["full"]["seconds"] == {"0": None, "1": 120, "2": 180} and c["full"]["mean_s"] == 150
+    if case == "fast":  # seed 0's priming phase (30 s) counts: 30 + 30 s
+        assert c["learners"]["seconds"] == {"0": 60.0, "1": 120, "2": 60}
+        assert ("| cola | 51.00 | 150 ± 42 s (reached 2/3) | 80 ± 35 s (reached 3/3) | 0: 60, 1: 120, 2: 60 "
+                "| 0.53 | **holds** |") in text
+        assert "upper bounds" in text and "this machine" in text
+    # The other core tasks: information, not counted.
+    others = {o["task"]: o for o in speed["others"]}
+    assert list(others) == ["stsb", "rte", "mrpc", "sst2"] and sum(speed["counts"].values()) == 1
+    assert others["stsb"]["note"] == "no finished run of learners"
+    assert others["sst2"]["note"] == "no finished run of full (no target)"
+
+
+def test_learners_speed_without_full_curves(tmp_path, monkeypatch):
+    write_curve(tmp_path / "root", "runs/fake/cola/learners/frac1/seed0", [(60, 52.0)])
+    by_id, _, _ = run(tmp_path, monkeypatch, core_extra=[row("cola", "learners", LEARNERS_COLA)])
+    (c,) = by_id["8c"]["cells"]
+    assert (c["verdict"], c["note"]) == ("missing", "no curve.json for full's runs")
+    assert c["full"]["no_curve"] == [0, 1, 2] and c["learners"]["n"] == 1
+
+
+BUDGET_FULL = {0: 70.0, 1: 72.0, 2: 71.0}
+
+
+def budget_rows():
+    def at(task, method, label, scores):
+        return row(task, f"{method}-{label}", scores)
+
+    return [
+        at("mrpc", "full", "b1_3ep", BUDGET_FULL),
+        at("mrpc", "bitfit", "b1_3ep", shifted(BUDGET_FULL, [0.2, -0.1, 0.0])),  # holds
+        at("mrpc", "adapters", "b1_3ep", {0: 60.0, 1: 70.0, 2: 80.0}),  # sd 10 vs 1: 9b holds
+        at("mrpc", "lora", "b1_3ep", shifted(BUDGET_FULL, [-1.0, -1.0, -1.0])),
+        at("mrpc", "learners", "b1_3ep", shifted(BUDGET_FULL, [0.5, 0.5, 0.6])),
+        at("mrpc", "full", "b2_3ep", BUDGET_FULL),
+        at("mrpc", "bitfit", "b2_3ep", shifted(BUDGET_FULL, [-10.0, -11.0, -9.0])),  # fails
+        at("cola", "full", "b1ep", BUDGET_FULL),
+        at("cola", "bitfit", "b1ep", shifted(BUDGET_FULL, [3.0, -3.0, 1.0])),  # inconclusive
+        at("cola", "full", "b2ep", BUDGET_FULL),
+        at("cola", "adapters", "b2ep", {0: 50.0, 1: 60.0, 2: 70.0}),  # 9b holds
+        at("stsb", "full", "b2ep", BUDGET_FULL), at("stsb", "bitfit", "b2ep", {}),  # missing
+    ]
+
+
+FRACTION_ADAPTERS = [
+    row("mrpc", "adapters", {0: 60.0, 1: 70.0, 2: 80.0}, fraction=0.1),  # sd 10 vs 1: holds
+    row("mrpc", "adapters", {0: 71.0, 1: 71.5, 2: 72.0}, fraction=0.3),  # sd 0.5: fails
+    row("mrpc", "adapters", {0: 70.0, 1: 71.5, 2: 73.0}, fraction=0.5),  # sd 1.5: inconclusive
+    row("cola", "adapters", {0: 30.0, 1: 40.0, 2: 50.0}, fraction=0.3),  # full has 2 seeds: inconclusive
+]
+
+
+def test_bitfit_at_every_time_budget(tmp_path, monkeypatch):
+    config = tmp_path / "root" / "runs/fake/mrpc/full-b1_3ep/frac1/seed0"
+    config.mkdir(parents=True)
+    (config / "config.json").write_text(json.dumps({"task": "mrpc", "time_budget_s": 41.7}))
+    by_id, _, text = run(tmp_path, monkeypatch, time_budget=budget_rows())
+    c = by_id["9a"]
+    verdicts = {(x["task"], x["budget"]): x["verdict"] for x in c["cells"]}
+    assert len(verdicts) == 12 and verdicts[("mrpc", "b1_3ep")] == "holds"
+    assert verdicts[("mrpc", "b2_3ep")] == "fails" and verdicts[("cola", "b1ep")] == "inconclusive"
+    assert verdicts[("stsb", "b2ep")] == "missing" and verdicts[("mrpc", "b2ep")] == "missing"
+    assert c["verdict"] == "fails" and c["counts"] == {"holds": 1, "fails": 1, "inconclusive": 1, "missing": 9}
+    d = next(x for x in c["cells"] if x["budget"] == "b1ep" and x["task"] == "cola")["diff"]
+    ref = scipy_stats.t.interval(0.95, 2, loc=np.mean([3.0, -3.0, 1.0]), scale=scipy_stats.sem([3.0, -3.0, 1.0]))
+    assert (d["low"], d["high"]) == pytest.approx(ref)
+    assert "| cola | 1 | 3 | 71.00 ± 1.00 (n=3) |" in text  # budget column: 1 epoch
+    evidence = {(e["task"], e["budget"]): e for e in c["evidence"]}
+    mrpc = evidence[("mrpc", "b1_3ep")]
+    assert mrpc["budget_s"] == 41.7 and mrpc["epochs"] == pytest.approx(1 / 3)
+    assert mrpc["methods"]["lora"]["vs_full"]["mean"] == pytest.approx(-1.0)
+    assert mrpc["methods"]["learners"]["score"]["mean"] == pytest.approx(71.0 + 1.6 / 3)
+    assert evidence[("stsb", "b1ep")]["methods"]["full"]["score"]["n"] == 0
+    assert ("| mrpc | 1/3 | 41.7 | 71.00 ± 1.00 (n=3) | 71.03 ± 0.85 (n=3) | 70.00 ± 10.00 (n=3) | "
+            "70.00 ± 1.00 (n=3) | 71.53 ± 1.00 (n=3) |") in text
+
+
+def test_adapters_spread_across_data_and_budgets(tmp_path, monkeypatch):
+    by_id, _, text = run(tmp_path, monkeypatch, time_budget=budget_rows(), fraction_extra=FRACTION_ADAPTERS)
+    c = by_id["9b"]
+    got = {(x["grid"], x["task"], x.get("fraction") or x.get("budget")): x for x in c["cells"]}
+    assert len(got) == 24
+    expect = {("data_fraction", "mrpc", 0.1): "holds", ("data_fraction", "mrpc", 0.3): "fails",
+              ("data_fraction", "mrpc", 0.5): "inconclusive", ("data_fraction", "cola", 0.3): "inconclusive",
+              ("data_fraction", "cola", 1.0): "holds",  # core's rows: adapters sd 10 vs full 1
+              ("data_fraction", "stsb", 1.0): "fails",  # core's rows: sd 0.1 vs 0.76
+              ("data_fraction", "mrpc", 1.0): "missing",  # core has no mrpc adapters run
+              ("time_budget", "mrpc", "b1_3ep"): "holds", ("time_budget", "cola", "b2ep"): "holds",
+              ("time_budget", "mrpc", "b2_3ep"): "missing"}
+    assert {k: got[k]["verdict"] for k in expect} == expect
+    assert got[("data_fraction", "mrpc", 0.3)]["ratio_full"] == pytest.approx(0.5)
+    assert got[("data_fraction", "cola", 0.3)]["ratio_full"] is None  # n < 3: no ratio read
+    assert got[("data_fraction", "stsb", 1.0)]["ratio_full"] == pytest.approx(0.1 / np.std([85.0, 86.0, 84.5], ddof=1))
+    assert c["counts"] == {"holds": 4, "fails": 2, "inconclusive": 2, "missing": 16}
+    assert c["verdict"] == "inconclusive"  # 4 of 24 hold: no majority
+    assert "F(0.975; 2, 2) = 39.0" in c["criterion"]
+    assert "| time_budget | cola | — | 2 | 71.00 ± 1.00 (n=3) | 60.00 ± 10.00 (n=3) | 10.00 | **holds** |" in text
+    # 5a / 5c: adapters, LoRA and learners beside BitFit, as information.
+    others = {(o["task"], o["fraction"]): o["methods"] for o in by_id["5a"]["others"]}
+    assert len(others) == 12 and [o["fraction"] for o in by_id["5c"]["others"]] == [0.3, 0.5] * 3
+    mrpc = others[("mrpc", 0.1)]
+    assert mrpc["adapters"]["vs_full"]["mean"] == pytest.approx(-1.0)  # (-10, -2, +9) / 3
+    assert mrpc["lora"]["score"]["n"] == 0 and mrpc["lora"]["vs_full"] is None
+    assert others[("cola", 1.0)]["adapters"]["score"]["sd"] == pytest.approx(10.0)  # core's row
+    assert by_id["5a"]["verdict"] == "inconclusive"  # BitFit's verdict unchanged by the others
+    assert "| mrpc | 0.1 | 71.00 ± 1.00 (n=3) | 70.00 ± 10.00 (n=3) | -1.00 [" in text
+
+
+def test_learners_ablation_section(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    for seed, points in FULL_COLA_CURVES.items():
+        write_curve(root, f"runs/fake/cola/full/frac1/seed{seed}", points)
+    magnitude = shifted(LEARNERS_COLA, [-1.0, -1.2, -0.8])  # 50.0, 51.7, 51.3
+    for seed, points in {0: [(60, 50.0)], 1: [(60, 50.0), (120, 51.7)], 2: [(180, 51.3)]}.items():
+        write_curve(root, f"runs/fake/cola/primed-magnitude/frac1/seed{seed}", points)
+    ablation = [row("cola", "primed-magnitude", magnitude), row("cola", "unprimed-random", {})]
+    _, doc, text = run(tmp_path, monkeypatch, core_extra=[row("cola", "learners", LEARNERS_COLA)],
+                       learners_ablation=ablation)
+    section = doc["learners_ablation"]
+    assert section["present"] and section["after"] == "8c"
+    cola, stsb = section["tasks"]
+    rows = {r["label"]: r for r in cola["settings"]}
+    assert list(rows) == ["primed-movement", "primed-magnitude", "primed-random", "unprimed-magnitude",
+                          "unprimed-random"]
+    assert rows["primed-movement"]["grid"] == "core" and rows["primed-movement"]["vs_reference"] is None
+    assert rows["primed-movement"]["time"]["n"] == 0  # core's learners left no curve here
+    vs = rows["primed-magnitude"]["vs_reference"]
+    ref = scipy_stats.t.interval(0.95, 2, loc=-1.0, scale=scipy_stats.sem([-1.0, -1.2, -0.8]))
+    assert vs["mean"] == pytest.approx(-1.0) and (vs["low"], vs["high"]) == pytest.approx(ref)
+    time = rows["primed-magnitude"]["time"]
+    assert (time["reached"], time["n"], time["mean_s"]) == (2, 3, 150)
+    assert rows["primed-magnitude"]["ratio_full"] == pytest.approx(1.0) and cola["full_seconds"] == 150
+    assert rows["unprimed-random"]["score"]["n"] == 0 and rows["unprimed-random"]["time"] is None
+    assert stsb["target"] == pytest.approx(np.mean([85.0, 86.0, 84.5]))
+    assert all(r["score"]["n"] == 0 for r in stsb["settings"])
+    line = ("| primed-magnitude | learners_ablation | 0.2 | magnitude | 51.00 ± 0.89 (n=3) | -1.00 [-1.50, -0.50] "
+            "| 150 ± 42 s (reached 2/3) | 1.00 |")
+    assert line in text
+    assert text.index("## 8c.") < text.index("## Learners: priming and node choice") < text.index("## 9a.")
+
+
+def test_new_claims_missing_without_tables(tmp_path, monkeypatch):
+    by_id, doc, text = run(tmp_path, monkeypatch, "--no-distances", core=False, fractions=False)
+    for cid in ("8a", "8b", "8c", "9a", "9b"):
+        assert by_id[cid]["verdict"] == "missing"
+        assert all(x["verdict"] == "missing" for x in by_id[cid]["cells"])
+    assert len(by_id["9a"]["cells"]) == 12 and len(by_id["9b"]["cells"]) == 24
+    assert all(o["verdict"] == "missing" for o in by_id["8c"]["others"])
+    assert not doc["learners_ablation"]["present"]
+    assert "`results/grids/learners_ablation.json`" not in text  # the tmp tables are named
+    assert "learners_ablation.json` does not exist yet: its settings are **missing**." in text
+    assert "`time_budget`: **missing**" in text

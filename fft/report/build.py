@@ -8,7 +8,14 @@ import pathlib
 from collections.abc import Mapping
 from typing import Any
 
+from fft.report.budgets import adapters_spread_claim, bitfit_budget_claim
 from fft.report.distances import DistanceStore, distance_claims
+from fft.report.learners import (
+    ablation_section,
+    learners_match_claim,
+    learners_params_claim,
+    learners_speed_claim,
+)
 from fft.report.rankings import rankings_section
 from fft.report.tables import (
     SEEDS,
@@ -26,7 +33,7 @@ from fft.report.verdicts import (
     pooling_section,
 )
 
-GRIDS = ("core", "data_fraction", "pooling")
+GRIDS = ("core", "data_fraction", "time_budget", "learners_ablation", "pooling")
 RADIYA = "Radiya-Dixit & Wang 2020"
 
 
@@ -81,6 +88,7 @@ def protocol(args, command: str, paths, tables, store: DistanceStore) -> dict[st
         "selection_md": repo_relative(selection_path.with_suffix(".md")),
         "selection": selection_info(selection_path),
         "compute": compute_used(tables),
+        "runs_root": repo_relative(pathlib.Path(args.root)) or ".",
         "distances": _distances_text(store, args.no_distances),
         "distance_errors": store.errors,
         "distances_not_loaded": store.skipped,
@@ -89,7 +97,8 @@ def protocol(args, command: str, paths, tables, store: DistanceStore) -> dict[st
 
 
 def build(args, command: str) -> dict[str, Any]:
-    """The document: {'protocol', 'claims', 'rankings', 'pooling'}; `command` regenerates it."""
+    """The document: {'protocol', 'claims', 'rankings', 'learners_ablation', 'pooling'};
+    `command` regenerates it."""
     grids, out = pathlib.Path(args.grids), pathlib.Path(args.out)
     paths = {name: grids / f"{name}.json" for name in GRIDS}
     tables = {name: load_table(path) for name, path in paths.items()}
@@ -101,9 +110,13 @@ def build(args, command: str) -> dict[str, Any]:
     claims = distance_claims(core, store, pathlib.Path(args.fallback_distances), args)
     claims += by_place["layers"] + data_fraction_claims(tables["data_fraction"], args)
     claims += [adapters_claim(core, args)] + by_place["methods"]
+    claims += [learners_match_claim(core, args), learners_params_claim(core), learners_speed_claim(core, args),
+               bitfit_budget_claim(tables["time_budget"], args),
+               adapters_spread_claim(tables["data_fraction"], tables["time_budget"], args)]
     rankings = {"after": "3c", **rankings_section(core, store, pathlib.Path(args.rankings), claims, args)}
     return {"protocol": protocol(args, command, paths, tables, store), "claims": claims,
-            "rankings": rankings, "pooling": pooling_section(tables["pooling"])}
+            "rankings": rankings, "learners_ablation": ablation_section(core, tables["learners_ablation"], args),
+            "pooling": pooling_section(tables["pooling"])}
 
 
 def with_ext(out: pathlib.Path, ext: str) -> pathlib.Path:

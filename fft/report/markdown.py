@@ -1,62 +1,31 @@
 """The claims document (fft.report.build) as Markdown: the protocol, the summary, one section per
-claim with its evidence table, the layer rankings side by side, and the pooling comparison."""
+claim with its evidence table, the layer rankings side by side, the learners ablation (tables of
+claims 8a-9b and that section: fft.report.markdown_methods), and the pooling comparison."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from fft.report.markdown_methods import ablation_lines, claim_table, extra_lines
 from fft.report.tables import SEEDS
+from fft.report.text import diff_text, key_columns, score_text
+from fft.report.text import num as _num
+from fft.report.text import sig as _sig
+from fft.report.text import verdict_text as _verdict_text
 from fft.report.verdicts import MISSING, RULES_TEXT
 
 
-def _num(x: float | None, digits: int = 2, sign: bool = False) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "—"
-    if math.isinf(x):
-        return "∞"
-    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
-
-
-def _sig(x: float | None, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return _num(x)
-    return f"{x:.{digits}g}"
-
-
-def score_text(s: Mapping[str, Any], digits: int = 2, fmt: Callable | None = None) -> str:
-    if not s["n"]:
-        return "missing"
-    f = fmt or (lambda v: _num(v, digits))
-    return f(s["mean"]) + ("" if s["sd"] is None else f" ± {f(s['sd'])}") + f" (n={s['n']})"
-
-
-def diff_text(d: Mapping[str, Any] | None) -> str:
-    if d is None or not d["n"]:
-        return "—"
-    if d["low"] is None:
-        return f"{_num(d['mean'], sign=True)} (no interval)"
-    return f"{_num(d['mean'], sign=True)} [{_num(d['low'], sign=True)}, {_num(d['high'], sign=True)}]"
-
-
-def _verdict_text(cell: Mapping[str, Any]) -> str:
-    v = f"**{cell['verdict']}**"
-    return v + (f" ({cell['note']})" if cell.get("note") else "")
-
-
-def _frac(cell: Mapping[str, Any]) -> str:
-    return "" if cell.get("fraction") is None else f" | {cell['fraction']:g}"
-
-
 def comparison_table(c: Mapping[str, Any]) -> list[str]:
-    has_frac = any(cell.get("fraction") is not None for cell in c["cells"])
-    head = "| task" + (" | fraction" if has_frac else "") + f" | pairs | {c['baseline']} | {c['method']} | "
+    keys = key_columns(c["cells"])
+    head = "| task" + "".join(f" | {name}" for name, _ in keys) + f" | pairs | {c['baseline']} | {c['method']} | "
     head += f"{c['method']} − {c['baseline']} [95% CI] | verdict |"
-    lines = [head, "|---" * (6 + has_frac) + "|"]
+    lines = [head, "|---" * (6 + len(keys)) + "|"]
     for cell in c["cells"]:
         pairs = cell["diff"]["n"] if cell["diff"] else 0
-        lines.append(f"| {cell['task']}{_frac(cell)} | {pairs} | {score_text(cell['baseline'])} | "
+        key = "".join(f" | {fmt(cell)}" for _, fmt in keys)
+        lines.append(f"| {cell['task']}{key} | {pairs} | {score_text(cell['baseline'])} | "
                      f"{score_text(cell['method'])} | {diff_text(cell['diff'])} | {_verdict_text(cell)} |")
     return lines
 
@@ -154,7 +123,9 @@ def protocol_lines(p: Mapping[str, Any], args) -> list[str]:
         "## Protocol",
         "",
         ("- Model: the packaged all-MiniLM-L6-v2 (6 layers, 384 wide), GLUE tasks; runs from the grids "
-         "`core` (configs/grids/core.py) and `data_fraction` (configs/grids/data_fraction.py)."),
+         "`core` (configs/grids/core.py), `data_fraction` (configs/grids/data_fraction.py), "
+         "`time_budget` (configs/grids/time_budget.py) and `learners_ablation` "
+         "(configs/grids/learners_ablation.py)."),
         f"- Tables: {_tables_text(p['tables'])}.",
         (f"- Seeds: {', '.join(map(str, SEEDS))} per cell as planned; finished runs are paired by seed "
          f"(method − full fine-tuning, same seed and, in data_fraction, the same data subset)."),
@@ -172,6 +143,10 @@ def protocol_lines(p: Mapping[str, Any], args) -> list[str]:
          f"(`--close-rel-l1`, `--close-angle`); layer spread: max/min > {args.layer_ratio:g} "
          f"(`--layer-ratio`); adapters' sd factor {args.sd_factor:g} (`--sd-factor`). Distances: "
          f"{p['distances']}."),
+        ("- Time to a score (claim 8c, the learners section): each run's curve.json (workdirs "
+         + ("relative to the repository root" if p["runs_root"] == "." else f"under `{p['runs_root']}`")
+         + "), evaluated every 60 s of training: training seconds on this machine, upper bounds at "
+         "that interval; a run without its curve counts as missing."),
         _compute_text(p["compute"]),
         ("- Verdicts: 'holds', 'fails', 'inconclusive' (the data do not decide), 'missing' (no "
          "finished run on a side, or no table). Missing data is never filled in."),
@@ -192,6 +167,9 @@ def claim_lines(c: Mapping[str, Any], args) -> list[str]:
         lines += spread_table(c)
     elif c["kind"] == "adapters_sd":
         lines += adapters_table(c)
+    else:
+        lines += claim_table(c) or []
+    lines += extra_lines(c)
     lines += ["", f"**Overall: {c['verdict']}** ({counts_text(c['counts'])})."]
     if c.get("fallback"):
         lines += ["", f"Fallback, {c['fallback_note']}:", ""]
@@ -280,6 +258,8 @@ def markdown(doc: Mapping[str, Any], args) -> str:
         lines += claim_lines(c, args)
         if c["id"] == doc["rankings"]["after"]:
             lines += rankings_lines(doc["rankings"])
+        if c["id"] == doc["learners_ablation"]["after"]:
+            lines += ablation_lines(doc["learners_ablation"], p["tables"]["learners_ablation"]["path"])
     lines += [""] + pooling_lines(doc["pooling"], doc["protocol"]["tables"]["pooling"]["path"])
     notes = doc["protocol"].get("distance_errors") or {}
     if notes:

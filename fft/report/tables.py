@@ -16,17 +16,39 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 # The planned cells (kept in step with the grid files, so that a task that never ran still shows).
 CORE_TASKS = ("cola", "stsb", "rte", "mrpc", "sst2")  # configs/grids/core.py
 CORE_SETTINGS = ("full", "bitfit", "top3", "critical2", "critical2-grad", "supermask", "lora",
-                 "adapters", "head")
+                 "adapters", "head", "learners")
 FRACTION_TASKS = ("mrpc", "cola", "stsb")  # configs/grids/data_fraction.py
+FRACTION_METHODS = ("full", "bitfit", "adapters", "lora", "learners")
 FRACTIONS = (0.1, 0.3, 0.5, 1.0)
 INTERMEDIATE = (0.3, 0.5)
 STABLE_AT = 0.3
-SEEDS = (0, 1, 2)  # both grids
+SEEDS = (0, 1, 2)  # every grid the claims read
+BUDGET_TASKS = ("mrpc", "cola", "stsb")  # configs/grids/time_budget.py
+BUDGET_METHODS = ("full", "bitfit", "adapters", "lora", "learners")
+# (epochs of full fine-tuning on this machine, the label its settings end with: `<method>-<label>`).
+BUDGETS = ((1 / 3, "b1_3ep"), (2 / 3, "b2_3ep"), (1.0, "b1ep"), (2.0, "b2ep"))
+ABLATION_TASKS = ("cola", "stsb")  # configs/grids/learners_ablation.py
+# setting: (priming fraction, how the nodes are chosen). The method as chosen (primed, the nodes
+# that moved most) is the core grid's `learners` row.
+ABLATION_SETTINGS = {"primed-magnitude": (0.2, "magnitude"), "primed-random": (0.2, "random"),
+                     "unprimed-magnitude": (0.0, "magnitude"), "unprimed-random": (0.0, "random")}
+LEARNERS_REFERENCE = ("primed-movement", 0.2, "movement")  # core's `learners`
+PARAM_FACTOR = 7.0  # Vucetic et al.: 7x fewer trained parameters
+SPEED_TASK, SPEED_RATIO = "cola", 0.8  # Vucetic et al.: 20% faster on CoLA
 POOLING_METHODS = ("head", "bitfit", "supermask")  # configs/grids/pooling.py
 NUM_LAYERS = 6  # all-MiniLM-L6-v2's encoder layers
 
 DEFAULTS = {"margin": 2.0, "close_rel_l1": 0.05, "close_angle": 5.0, "layer_ratio": 2.0,
             "sd_factor": 2.0, "confidence": 0.95}
+
+
+def budget_setting(method: str, label: str) -> str:
+    """The time_budget grid's setting of `method` at a budget (configs/grids/time_budget.py)."""
+    return f"{method}-{label}"
+
+
+def epochs_text(epochs: float) -> str:
+    return {1 / 3: "1/3", 2 / 3: "2/3"}.get(epochs, f"{epochs:g}")
 
 
 def repo_relative(path: pathlib.Path) -> str:
@@ -53,7 +75,7 @@ def with_full_data_cells(fractions: Mapping[str, Any] | None, core: Mapping[str,
     if fractions is None and core is None:
         return None
     rows = list((fractions or {}).get("rows", []))
-    settings = {r["setting"] for r in rows} or {"full", "bitfit", "adapters", "lora", "learners"}
+    settings = {r["setting"] for r in rows} or set(FRACTION_METHODS)
     have = {(r["task"], r["setting"], r["fraction"]) for r in rows}
     for r in (core or {}).get("rows", []):
         key = (r["task"], r["setting"], r["fraction"])

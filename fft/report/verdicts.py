@@ -88,7 +88,7 @@ RULES_TEXT = (
     "Overall verdict of a claim from its cells. Every-cell rule (claims about every task or data "
     "amount): 'holds' only if every planned cell holds; 'fails' if any cell fails; 'missing' if no "
     "cell has data; otherwise 'inconclusive' (some cells inconclusive or missing). No correction for "
-    "testing several cells. Majority rule (the two claims about seed-to-seed spread, 5b and 6, where "
+    "testing several cells. Majority rule (the claims about seed-to-seed spread, 5b, 6 and 9b, where "
     "3-seed sds are noisy): 'holds' / 'fails' if more than half of the planned cells hold / fail; "
     "'missing' if no cell has data; otherwise 'inconclusive'.")
 
@@ -131,6 +131,30 @@ def _stable_cell(table, task: str) -> dict[str, Any]:
             "note": note}
 
 
+def methods_at(table, task: str, settings: Mapping[str, str], confidence: float,
+               fraction: float | None = None, baseline: str = "full") -> dict[str, Any]:
+    """{method: {'score': summary, 'vs_full': method − baseline paired by seed, or None}} for the
+    methods' settings ({method: setting}) at one cell; information beside a claim, no verdict."""
+    base = seed_scores(find_row(table, task, settings[baseline], fraction)) if baseline in settings else {}
+    out = {}
+    for method, setting in settings.items():
+        scores = seed_scores(find_row(table, task, setting, fraction))
+        vs = (stats.paired_difference(scores, base, confidence)
+              if method != baseline and scores and base else None)
+        out[method] = {"score": summary(scores), "vs_full": vs}
+    return out
+
+
+OTHER_FRACTION_METHODS = ("adapters", "lora", "learners")
+
+
+def fraction_others(table, fractions: Sequence[float], confidence: float) -> list[dict[str, Any]]:
+    """Adapters, LoRA and learners at the data_fraction cells, against full (information)."""
+    settings = {m: m for m in ("full", *OTHER_FRACTION_METHODS)}
+    return [{"task": t, "fraction": f, "methods": methods_at(table, t, settings, confidence, f)}
+            for t in FRACTION_TASKS for f in fractions]
+
+
 def data_fraction_claims(table, args) -> list[dict[str, Any]]:
     def cell(task, fraction, superiority=False):
         return comparison(task, find_row(table, task, "bitfit", fraction),
@@ -143,7 +167,8 @@ def data_fraction_claims(table, args) -> list[dict[str, Any]]:
                          f"of MRPC, CoLA and STS-B", args, grid="data_fraction",
                          unit="cell (task and fraction)"),
         EVERY_RULE, [cell(t, f) for t in FRACTION_TASKS for f in FRACTIONS],
-        kind="comparison", method="bitfit", baseline="full")
+        kind="comparison", method="bitfit", baseline="full",
+        others=fraction_others(table, FRACTIONS, args.confidence))
     stable = claim(
         "5b", "BitFit is stable with 30% of the data", "Doering et al. 2024",
         (f"At train fraction {STABLE_AT:g} (data_fraction grid), the sd over seeds of BitFit's main dev "
@@ -160,43 +185,62 @@ def data_fraction_claims(table, args) -> list[dict[str, Any]]:
          f"if the interval lies above 0, 'fails' if it lies at or below 0 (high ≤ 0), else "
          f"'inconclusive' (fft.stats.better_verdict); 'missing' if either side has no finished run."),
         EVERY_RULE, [cell(t, f, superiority=True) for t in FRACTION_TASKS for f in INTERMEDIATE],
-        kind="comparison", method="bitfit", baseline="full")
+        kind="comparison", method="bitfit", baseline="full",
+        others=fraction_others(table, INTERMEDIATE, args.confidence))
     return [matches, stable, beats]
 
 
-def _adapters_cell(core, task: str, sd_factor: float) -> dict[str, Any]:
+def sd_ratio(a: float, b: float) -> float:
+    """sd a / sd b; inf when only b is 0, 1 when both are."""
+    return a / b if b > 0 else (math.inf if a > 0 else 1.0)
+
+
+def sd_ratio_check(s: Mapping[str, Mapping[str, Any]], sd_factor: float) -> tuple[str, str]:
+    """(verdict, note) of 'the first summary's sd is at least sd_factor x each other's' (claims 6,
+    9b): 'missing' if a side has no finished run, 'inconclusive' with fewer than the planned seeds
+    on a side; else 'holds' if the smallest ratio is >= sd_factor, 'fails' if it is <= 1."""
     n = len(SEEDS)
-    s = {k: summary(seed_scores(find_row(core, task, k))) for k in ("adapters", "full", "bitfit")}
-    cell = {"task": task, "adapters": s["adapters"], "full": s["full"], "bitfit": s["bitfit"],
-            "ratio_full": None, "ratio_bitfit": None, "note": ""}
     absent = [k for k, v in s.items() if v["n"] == 0]
     if absent:
-        cell.update(verdict=MISSING, note="no finished run of " + ", ".join(absent))
-    elif any(v["n"] < n for v in s.values()):
-        cell.update(verdict=INCONCLUSIVE, note=f"n < {n} (inconclusive at this n)")
-    else:
-        sa, sf, sb = s["adapters"]["sd"], s["full"]["sd"], s["bitfit"]["sd"]
-        ratio = lambda a, b: a / b if b > 0 else (math.inf if a > 0 else 1.0)
-        cell["ratio_full"], cell["ratio_bitfit"] = ratio(sa, sf), ratio(sa, sb)
-        worst = min(cell["ratio_full"], cell["ratio_bitfit"])
-        cell["verdict"] = HOLDS if worst >= sd_factor else FAILS if worst <= 1.0 else INCONCLUSIVE
-    return cell
+        return MISSING, "no finished run of " + ", ".join(absent)
+    if any(v["n"] < n for v in s.values()):
+        return INCONCLUSIVE, f"n < {n} (inconclusive at this n)"
+    first, *others = s.values()
+    worst = min(sd_ratio(first["sd"], o["sd"]) for o in others)
+    return (HOLDS if worst >= sd_factor else FAILS if worst <= 1.0 else INCONCLUSIVE), ""
 
 
-def adapters_claim(core, args) -> dict[str, Any]:
+def f_test_text() -> str:
+    """What n seeds per side can show about two variances (claims 6, 9b)."""
     from scipy import stats as scipy_stats
 
     n = len(SEEDS)
     f_crit = float(scipy_stats.f.ppf(0.975, n - 1, n - 1))
+    return (f"n = {n} is weak: two variances from {n} seeds each differ significantly (F test, "
+            f"two-sided 5%) only when their ratio exceeds F(0.975; {n - 1}, {n - 1}) = {f_crit:.1f}, "
+            f"i.e. an sd ratio above {math.sqrt(f_crit):.2f}.")
+
+
+def _adapters_cell(core, task: str, sd_factor: float) -> dict[str, Any]:
+    s = {k: summary(seed_scores(find_row(core, task, k))) for k in ("adapters", "full", "bitfit")}
+    cell = {"task": task, "adapters": s["adapters"], "full": s["full"], "bitfit": s["bitfit"],
+            "ratio_full": None, "ratio_bitfit": None}
+    cell["verdict"], cell["note"] = sd_ratio_check(s, sd_factor)
+    if all(v["n"] >= len(SEEDS) for v in s.values()):  # Ratios only where the verdict reads them.
+        cell["ratio_full"] = sd_ratio(s["adapters"]["sd"], s["full"]["sd"])
+        cell["ratio_bitfit"] = sd_ratio(s["adapters"]["sd"], s["bitfit"]["sd"])
+    return cell
+
+
+def adapters_claim(core, args) -> dict[str, Any]:
+    n = len(SEEDS)
     return claim(
         "6", "Adapters vary a lot across seeds", "Doering et al. 2024",
         (f"In the core grid, the sd over seeds of the adapters' main dev metric against those of full "
          f"fine-tuning and BitFit: r = sd_adapters / max(sd_full, sd_bitfit). Per task, with {n} "
          f"finished seeds of each: 'holds' if r ≥ {args.sd_factor:g} (adapters' sd at least "
          f"{args.sd_factor:g}x both others), 'fails' if r ≤ 1 (not above both), else 'inconclusive'; "
-         f"fewer seeds: 'inconclusive'; none: 'missing'. n = {n} is weak: two variances from {n} "
-         f"seeds each differ significantly (F test, two-sided 5%) only when their ratio exceeds "
-         f"F(0.975; {n - 1}, {n - 1}) = {f_crit:.1f}, i.e. an sd ratio above {math.sqrt(f_crit):.2f}."),
+         f"fewer seeds: 'inconclusive'; none: 'missing'. {f_test_text()}"),
         MOST_RULE, [_adapters_cell(core, t, args.sd_factor) for t in CORE_TASKS], kind="adapters_sd",
         overall=overall_most)
 
