@@ -75,7 +75,7 @@ def with_full_data_cells(fractions: Mapping[str, Any] | None, core: Mapping[str,
     if fractions is None and core is None:
         return None
     rows = list((fractions or {}).get("rows", []))
-    settings = {r["setting"] for r in rows} or set(FRACTION_METHODS)
+    settings = {r["setting"] for r in rows} | set(FRACTION_METHODS)  # The grid's planned settings too.
     have = {(r["task"], r["setting"], r["fraction"]) for r in rows}
     for r in (core or {}).get("rows", []):
         key = (r["task"], r["setting"], r["fraction"])
