@@ -89,7 +89,7 @@ def check_config(config) -> None:
 
 def steps_within(budget_s: float, step_seconds: float) -> int:
     """The whole steps that fit in the budget; BudgetError if not even one does."""
-    steps = int(math.floor(budget_s / step_seconds))
+    steps = math.floor(budget_s / step_seconds)
     if steps < 1:
         raise BudgetError(
             f"config.time_budget_s={budget_s:g}: too short to finish one step (a step takes "

@@ -25,7 +25,8 @@ from __future__ import annotations
 import copy
 import math
 import pathlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ml_collections
 

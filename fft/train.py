@@ -26,6 +26,7 @@ import optax
 from absl import logging
 
 from fft import (
+    budget,
     checkpoint,
     console,
     distances,
@@ -35,13 +36,13 @@ from fft import (
     metrics,
     models,
     partition,
+    priming,
     sharding,
     steps,
     tree_paths,
     validate,
     writers,
 )
-from fft import budget, priming
 from fft import progress as progress_lib
 from fft.data import batching, glue, packing, splits, tokenize
 from fft.models import loading
@@ -265,7 +266,7 @@ def check_finite(step: int, loss: float, workdir: pathlib.Path) -> None:
 
 
 def is_finished(workdir: pathlib.Path, restored_step: int | None, num_steps: int,
-                plan: "budget.Plan | None" = None) -> bool:
+                plan: budget.Plan | None = None) -> bool:
     """Whether the workdir holds a finished run: its last checkpoint (the last step, or the step its
     time budget stopped it at) and its final metrics."""
     last = num_steps if plan is None or plan.stopped_at_step is None else plan.stopped_at_step

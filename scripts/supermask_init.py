@@ -114,10 +114,10 @@ def markdown(stats: dict, rows: list[dict], command: str) -> str:
     out = ["# Supermask score init and which tensors lose mask entries", "",
            f"Regenerate: `{command}` (table 2 reads the grids' run folders under runs/).", "",
            "## 1. Where the initial scores sit (packaged all-MiniLM-L6-v2, mean over 6 layers)", "",
-           f"Median |score - threshold| at init scale {s['init_scale']:g} and {s['initial_sparsity']:.0%} "
-           f"initial sparsity, and the same in Adam steps at score lr {s['score_lr']:g} (an Adam step "
-           "moves a score by about the learning rate, so this is roughly how many consistent steps "
-           "flip the median entry).", "",
+           (f"Median |score - threshold| at init scale {s['init_scale']:g} and {s['initial_sparsity']:.0%} "
+            f"initial sparsity, and the same in Adam steps at score lr {s['score_lr']:g} (an Adam step "
+            "moves a score by about the learning rate, so this is roughly how many consistent steps "
+            "flip the median entry)."), "",
            "| | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds),
            "| max/median \\|W\\| | " + " | ".join(f"{stats['max_over_median_abs_w'][k]:.1f}" for k in kinds) + " |"]
     for init, values in stats["inits"].items():

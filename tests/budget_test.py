@@ -96,9 +96,9 @@ class TrainTest(absltest.TestCase):
             if step == 20:
                 raise KeyboardInterrupt
 
-        with absltest.mock.patch.object(train, "_save_train_time", interrupt_after_step_20):
-            with self.assertRaises(KeyboardInterrupt):
-                train.train_and_evaluate(config, workdir)
+        with (absltest.mock.patch.object(train, "_save_train_time", interrupt_after_step_20),
+              self.assertRaises(KeyboardInterrupt)):
+            train.train_and_evaluate(config, workdir)
         first_segment = json.loads((workdir / "train_time.json").read_text())["20"]["train_seconds"]
         final = train.train_and_evaluate(config, workdir)
         self.assertIn(final["resumed_from_step"], (10, 20))

@@ -106,9 +106,9 @@ class PrimingRunTest(absltest.TestCase):
                 if pathlib.Path(workdir_) == target and step == at_step:
                     raise KeyboardInterrupt
 
-            with absltest.mock.patch.object(train, "_save_train_time", interrupt):
-                with self.assertRaises(KeyboardInterrupt):
-                    train.train_and_evaluate(primed_config(), workdir)
+            with (absltest.mock.patch.object(train, "_save_train_time", interrupt),
+                  self.assertRaises(KeyboardInterrupt)):
+                train.train_and_evaluate(primed_config(), workdir)
             final = train.train_and_evaluate(primed_config(), workdir)
             resumed, _ = final_params(workdir)
             self.assertEqual(sorted(resumed), sorted(reference))
