@@ -25,6 +25,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 GLUE = REPO / "data" / "glue"
 TINY = "--config=configs/glue.py:task=rte,tiny"
 LORA = "--config=configs/glue.py:task=rte,tiny,method=lora"
+LEARNERS = "--config=configs/glue.py:task=rte,tiny,method=learners"
 RTE_HEADER = "index\tsentence1\tsentence2\tlabel\n"
 RTE_ROW = "0\tA cat sat.\tA cat is sitting.\tentailment\n"
 SHORT_ROW = RTE_HEADER + RTE_ROW + "1\tonly two\n"
@@ -134,6 +135,12 @@ CASES = [
      "config.time_budget_s=60.0 and config.num_train_steps=6: a budget decides the step count itself"),
     ("time-budget-too-short", [TINY, "WORKDIR", "--config.num_train_steps=0", "--config.time_budget_s=1e-6"],
      None, "config.time_budget_s=1e-06: too short to finish one step"),
+    ("learners-fraction", [LEARNERS, "WORKDIR", "--config.learners.fraction=1.5"], None,
+     "config.learners.fraction=1.5: must be in (0, 1]"),
+    ("learners-priming-whole-run", [LEARNERS, "WORKDIR", "--config.learners.priming=1.0"], None,
+     "config.learners.priming=1.0: must be in [0, 1)"),
+    ("learners-priming-no-step-left", [LEARNERS, "WORKDIR", "--config.learners.priming=0.95"], None,
+     "config.learners.priming=0.95 of num_train_steps=6 leaves no step for the method's own run"),
     ("eval-every-s-zero", [TINY, "WORKDIR", "--config.eval_every_s=0"], None,
      "config.eval_every_s=0.0: must be a number of seconds > 0"),
 ]

@@ -195,7 +195,7 @@ class LearnersMethodTest(parameterized.TestCase):
         ({"fraction": 1.5}, r"^config.learners.fraction=1.5: must be in \(0, 1\]$"),
         ({"fraction": 0.0}, r"config.learners.fraction=0.0: must be in"),
         ({"select": "biggest"}, r"config.learners.select='biggest'; valid: magnitude, random, movement"),
-        ({"select": "movement"}, r"config.learners.select='movement' needs config.learners.nodes_file"),
+        ({"select": "movement"}, r"config.learners.select='movement' needs the nodes a priming phase chose"),
     )
     def test_bad_options_name_the_field(self, options, message):
         model, _ = fixture()

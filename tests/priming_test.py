@@ -4,6 +4,7 @@ and bad priming options."""
 
 import json
 import pathlib
+import tempfile
 
 import jax
 import numpy as np
@@ -32,7 +33,7 @@ class PrimingRunTest(absltest.TestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.workdir = pathlib.Path(absltest.get_default_test_tmpdir()) / "primed_run"
+        cls.workdir = pathlib.Path(tempfile.mkdtemp(dir=absltest.get_default_test_tmpdir())) / "primed_run"
         cls.final = train.train_and_evaluate(primed_config(), cls.workdir)
 
     def test_the_run_is_split_between_the_phases(self):
