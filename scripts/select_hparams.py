@@ -52,9 +52,19 @@ def choose(table: dict[str, Any]) -> dict[str, Any]:
         chosen[method] = {
             "setting": best and best["setting"], "lr": best and best["lr"],
             "options": best and best["options"], "score": best and round(best["score"], 2),
+            "lr_at_edge": best and lr_at_edge(best, ranked),
             "tasks": tasks, "eligible": len(ranked), "candidates": list(cells.values()),
         }
     return chosen
+
+
+def lr_at_edge(best: dict[str, Any], ranked: list[dict[str, Any]]) -> str | None:
+    """'lowest' or 'highest' when the chosen learning rate is at that end of the rates tried for
+    its setting (the optimum may lie beyond: extend the grid), else None."""
+    lrs = sorted({c["lr"] for c in ranked if c["setting"] == best["setting"]})
+    if len(lrs) < 2:
+        return None
+    return "lowest" if best["lr"] == lrs[0] else "highest" if best["lr"] == lrs[-1] else None
 
 
 def markdown(chosen: dict[str, Any], source: str) -> str:
@@ -78,6 +88,9 @@ def markdown(chosen: dict[str, Any], source: str) -> str:
             lines.append(f"| {mark}{cell['setting']}{mark} | {cell['lr']:g} | " + " | ".join(scores) + f" | {mean} |")
         if c["setting"] is None:
             lines.append("\nNo candidate finished on every task: not chosen.")
+        elif c["lr_at_edge"]:
+            lines.append(f"\nThe chosen learning rate is the {c['lr_at_edge']} tried for this setting: "
+                         "the best may lie beyond it (extend the grid's rates).")
         lines.append("")
     return "\n".join(lines)
 
@@ -101,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     out.with_suffix(".md").write_text(markdown(chosen, str(source)))
     for method, c in chosen.items():
         what = "not chosen" if c["setting"] is None else f"{c['setting']} lr {c['lr']:g} (validation {c['score']:.2f})"
+        if c["setting"] is not None and c["lr_at_edge"]:
+            what += f"; warning: the {c['lr_at_edge']} learning rate tried"
         print(f"{method}: {what}")
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
     return 0

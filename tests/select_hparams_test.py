@@ -37,6 +37,22 @@ def test_best_mean_over_tasks_wins_and_incomplete_candidates_are_not_eligible(tm
     assert "missing" in text and "not chosen" in text
 
 
+def test_a_best_rate_at_the_edge_of_the_grid_is_flagged(tmp_path):
+    rows = [row(t, "full", "full", lr, score) for lr, score in ((2e-5, 60.0), (5e-5, 62.0), (1e-4, 65.0))
+            for t in ("rte", "stsb")]
+    rows += [row(t, "bitfit", "bitfit", lr, score) for lr, score in ((3e-4, 60.0), (1e-3, 66.0), (3e-3, 61.0))
+             for t in ("rte", "stsb")]
+    rows += [row(t, "head", "head", 1e-3, 50.0) for t in ("rte", "stsb")]
+    table = tmp_path / "t.json"
+    table.write_text(json.dumps({"rows": rows}))
+    assert select_hparams.main(["--table", str(table), "--out", str(tmp_path / "sel")]) == 0
+    chosen = json.loads((tmp_path / "sel.json").read_text())["methods"]
+    assert chosen["full"]["lr_at_edge"] == "highest"
+    assert chosen["bitfit"]["lr_at_edge"] is None
+    assert chosen["head"]["lr_at_edge"] is None  # One rate: no edge to speak of.
+    assert "the highest tried for this setting" in (tmp_path / "sel.md").read_text()
+
+
 def test_dev_rows_are_refused(tmp_path):
     table = tmp_path / "t.json"
     table.write_text(json.dumps({"rows": [row("rte", "full", "full", 2e-5, 60.0, split="dev")]}))
