@@ -5,7 +5,8 @@
 
 MiniLM's shape (6 layers, hidden 384, 12 heads, FFN 1536; random init: the step's cost does not
 depend on the values), seq 128, batch 32, fp32, dropout on. Learners: fraction 0.1 (154 of 1536
-nodes per FFN), attention frozen, biases and LayerNorms trained, as the method's defaults. Both
+nodes per FFN), attention frozen, biases and LayerNorms trained, as the method's defaults; and the
+same with biases and LayerNorms frozen (only the learner slices and the head train). All
 steps are the training loop's own (`fft.steps.train_step` with the method's model, `assemble` and
 optimizer after global-norm clipping), the state donated and the frozen tree a separate argument.
 Priming: the training time of a run that primes `--priming` of its steps with full fine-tuning,
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import pathlib
 import sys
@@ -52,8 +54,9 @@ def device_peak() -> int | None:
     return None if not stats else stats.get("peak_bytes_in_use")
 
 
-def build(model, params, name: str, options: dict, batch: dict, warmup: int) -> tuple[dict, object]:
+def build(model, params, variant: str, options: dict, batch: dict, warmup: int) -> tuple[dict, object]:
     """(row, one-step callable) of method `name` with `options`, warmed up."""
+    name = variant.split("-")[0]  # The method: 'learners-frozen-biases' is learners with options.
     config = glue_config.get_config(f"task=rte,method={name}")
     config[name].update(options)
     method = methods.create(config, model)
@@ -77,7 +80,7 @@ def build(model, params, name: str, options: dict, batch: dict, warmup: int) -> 
 
     for _ in range(warmup):
         once()
-    row = {"variant": name, "method": method.description, "compile_s": compile_s,
+    row = {"variant": variant, "method": method.description, "options": options, "compile_s": compile_s,
            "trainable_params": partition.count_params(trainable), **memory(compiled),
            "device_peak_bytes": device_peak()}
     return row, once
@@ -107,6 +110,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--fraction", type=float, default=0.1)
     parser.add_argument("--priming", type=float, default=0.2, help="share of a run that primes")
+    parser.add_argument("--options", default="{}", help='more learners options as JSON, e.g. {"train_biases": false}')
     parser.add_argument("--out", default="results/bench_learners.json")
     args = parser.parse_args()
     config = models.bert.BertConfig(**MINILM_SHAPE)
@@ -115,7 +119,11 @@ def main() -> None:
     params = jax.device_get(jax.jit(lambda k: model.init(k, ids, ids, ids, deterministic=True))(jax.random.key(0)))
     batch = _random_batch(args.batch, args.seq)
     rows, fns = {}, {}
-    for name, options in (("learners", {"fraction": args.fraction, "train_attention": False}), ("full", {})):
+    extra = json.loads(args.options)
+    base = {"fraction": args.fraction, "train_attention": False, **extra}
+    variants = (("learners", base), ("learners-frozen-biases-norms",
+                                     {**base, "train_biases": False, "train_layer_norms": False}), ("full", {}))
+    for name, options in variants:
         rows[name], fns[name] = build(model, params["params"], name, options, batch, args.warmup)
         print(f"compiled {name}: peak {mib(rows[name]['peak_bytes'])}, "
               f"temp {mib(rows[name].get('temp_bytes'))}", flush=True)
@@ -123,12 +131,13 @@ def main() -> None:
     for name, row in rows.items():
         row["step_s"] = seconds[name]
         row["ex_s"] = args.batch / seconds[name]
-    ratios = {"time_ratio": seconds["learners"] / seconds["full"]}
+    ratios = {"time_ratio": seconds["learners"] / seconds["full"],
+              "time_ratio_frozen_biases_norms": seconds["learners-frozen-biases-norms"] / seconds["full"]}
     for key in ("peak_bytes", "temp_bytes", "device_peak_bytes"):
         if rows["full"].get(key) and rows["learners"].get(key) is not None:
             ratios[key.replace("_bytes", "_ratio")] = rows["learners"][key] / rows["full"][key]
     for name, row in rows.items():
-        print(f"{name:>9}  trainable {row['trainable_params']:>10,}  step {row['step_s'] * 1e3:7.1f} ms  "
+        print(f"{name:>28}  trainable {row['trainable_params']:>10,}  step {row['step_s'] * 1e3:7.1f} ms  "
               f"peak {mib(row['peak_bytes'])}  temp {mib(row.get('temp_bytes'))}  "
               f"device peak {mib(row['device_peak_bytes'])}", flush=True)
     print("learners / full: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()), flush=True)
