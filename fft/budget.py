@@ -22,7 +22,10 @@ Several processes: the step time process 0 measured is the one all use, and ever
 decision (stop, evaluate) is process 0's, broadcast to the others, so all stop at one step.
 
 **Timed evaluation.** With `eval_every_s`, the run also evaluates whenever its training time
-crosses the next multiple of the interval; each evaluation (timed, per-epoch or final) appends
+crosses the next multiple of the interval. The loop dispatches steps asynchronously, so while a
+budget or timed evaluation is on it waits for each step's predecessor before reading the clock
+(one step stays in flight): decisions are then at most one step late, and a budget overshoots by
+at most one step; each evaluation (timed, per-epoch or final) appends
 `{step, train_seconds, eval}` to `curve.json` (entries past a resumed checkpoint are dropped), the
 data of the metric-versus-training-time figures (scripts/figures.py).
 """

@@ -592,6 +592,7 @@ def train_loop(run: Run, state: steps.TrainState, first_step: int) -> tuple[step
     budget.trim_curve(run.workdir, first_step)
     clock = budget.Clock(run.plan.budget_s if run.plan else None, config.get("eval_every_s"), before["train_seconds"])
     t_loop = time.perf_counter() - before["train_seconds"]
+    in_flight = None  # The last step's metrics, while a time budget or timed evaluation is on.
     batches = _batches_from(run.data, config, run.steps_per_epoch, first_step, run.num_steps)
     for step, batch in batches:
         n_real = int(batch["weights"].sum())
@@ -608,7 +609,12 @@ def train_loop(run: Run, state: steps.TrainState, first_step: int) -> tuple[step
         done = step + 1
         summary["examples_seen"] += n_real
         progress.update(done, n_real)
-        stop, timed_eval = clock.due(time.perf_counter() - t_loop - paused) if clock.active else (False, False)
+        stop = timed_eval = False
+        if clock.active:  # Time what has run: wait for the step before (this one stays in flight).
+            if in_flight is not None:
+                jax.block_until_ready(in_flight)
+            in_flight = step_metrics
+            stop, timed_eval = clock.due(time.perf_counter() - t_loop - paused)
         last = done == run.num_steps or stop
         due_log = done % config.log_every_steps == 0 or last
         due_save = done % config.checkpoint.every_steps == 0 or last
