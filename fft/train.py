@@ -3,12 +3,12 @@
 The steps are pure functions (fft/steps.py) jitted once with explicit NamedShardings over a
 (data, model) mesh; the state is donated; the batch is split over the 'data' axis. The same code
 runs on one CPU, N local devices, or several hosts (each process feeds its rows of the global
-batch). Checkpoints resume automatically from the workdir.
+batch). Checkpoints resume automatically from the workdir. A run's data and evaluation live in
+fft/run_data.py, its model and parameters in fft/run_model.py.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import json
@@ -33,8 +33,6 @@ from fft import (
     errors,
     feature_cache,
     methods,
-    metrics,
-    models,
     partition,
     priming,
     sharding,
@@ -44,111 +42,28 @@ from fft import (
     writers,
 )
 from fft import progress as progress_lib
-from fft.data import batching, glue, packing, splits, tokenize
-from fft.models import loading
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskData:
-    """Tokenized splits of one task."""
-
-    task: Any  # glue.TaskSpec
-    train: Any  # tokenize.Encoded
-    evals: dict[str, Any]  # split name -> tokenize.Encoded
-    buckets: tuple[int, ...]
-    pack: Any = None  # packing.PackShape when training batches are packed (config.data.packing).
-    pack_row_multiple: int = 1  # Packed row counts are multiples of the 'data' mesh axis.
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelBundle:
-    """A model, its pretrained (or random) parameters on the host, and its tokenizer folder."""
-
-    model: Any  # flax.linen.Module
-    params: Any  # nested dict of numpy arrays, head included
-    tokenizer_dir: pathlib.Path
-    description: str
-
-
-def load_model(config: ml_collections.ConfigDict, num_labels: int) -> ModelBundle:
-    """Builds the classifier: pretrained weights from `config.model.name`, fresh head from the seed."""
-    dtype = jnp.dtype(config.model.dtype)
-    rng = jax.random.key(config.seed)
-    pooling = config.model.get("pooling", "cls")  # Runs from before the field pooled by 'cls'.
-    rand = config.model.random_init
-    if rand.enabled:
-        pooling = loading.resolve_pooling(pooling, None)
-        fields = {k: v for k, v in rand.items() if k not in ("enabled", "tokenizer")}
-        model_config = models.bert.BertConfig(**fields)
-        model = models.create_model("bert", model_config, num_labels, dtype, pooling)
-        params = jax.device_get(jax.jit(functools.partial(_random_init, model))(rng))
-        tokenizer_dir = loading.resolve_model_dir(rand.tokenizer)
-        shape = (f"{fields['num_layers']} layers, hidden {fields['hidden_size']}, {fields['num_heads']} heads, "
-                 f"ffn {fields['intermediate_size']}")
-        return ModelBundle(model, params, tokenizer_dir, f"random-init bert ({shape})")
-    model_dir = loading.resolve_model_dir(config.model.name)
-    pooling = loading.resolve_pooling(pooling, model_dir)
-    pretrained = loading.load_pretrained(model_dir)
-    model = models.create_model(
-        pretrained.model_type, pretrained.model_config, num_labels, dtype, pooling
-    )
-    params = loading.init_params(model, rng, pretrained.params)
-    pooled = "" if pooling == "cls" else f", {pooling} pooling"
-    return ModelBundle(model, params, model_dir, f"{pretrained.model_type} from {model_dir}{pooled}")
-
-
-def with_concrete_pooling(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The config with `model.pooling='auto'` replaced by what it means for this model (a copy;
-    `loading.resolve_pooling`), so the run's config.json, its export and its analysis name the
-    pooling the run used."""
-    if config.model.get("pooling") != loading.POOLING_AUTO:
-        return config
-    config = copy.deepcopy(config)
-    config.model.pooling = loading.config_pooling(config.model)
-    logging.info("model.pooling=auto: %s for %s", config.model.pooling, config.model.name)
-    return config
-
-
-def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
-    """The config a run was started with (its workdir's config.json), in today's layout: configs
-    written before methods were parts (see `methods.upgrade_config`) name the same method."""
-    path = pathlib.Path(workdir) / "config.json"
-    if not path.is_file():
-        raise errors.RunError(f"{path}: missing; is {workdir} a run's workdir?")
-    return methods.upgrade_config(ml_collections.ConfigDict(json.loads(path.read_text())))
-
-
-def method_key(config: ml_collections.ConfigDict) -> jax.Array:
-    """The key a method draws the parameters it adds from (low-rank factors, bottleneck layers)."""
-    return jax.random.fold_in(jax.random.key(config.seed), 0x6D657468)
-
-
-def task_params(config: ml_collections.ConfigDict, trained: Any) -> tuple[Any, Any]:
-    """(step-0 parameters, task model) of a run whose trainable tree is `trained`: the task model
-    is the method's `merged` parameters (LoRA folded in, masks applied), on the host."""
-    bundle = load_model(config, glue.get_task(config.task).num_labels)
-    method = methods.create(config, bundle.model)
-    _, frozen = method.init(bundle.params, method_key(config))
-    return bundle.params, jax.device_get(method.merged(trained, frozen))
-
-
-def export_run(workdir: str | pathlib.Path, *, out_dir: str | pathlib.Path | None = None,
-               step: int | None = None) -> dict[str, Any]:
-    """Writes a run's task as its method's export stores it from a
-    checkpoint (default the latest) into `out_dir` (default the workdir), e.g. after training
-    with `export_delta=False`, or from an earlier step. Returns the method's export report with
-    the written `file` path and the `step`."""
-    workdir = pathlib.Path(workdir)
-    config = load_run_config(workdir)
-    state, step = checkpoint.load_state_dict(workdir, step)
-    bundle = load_model(config, glue.get_task(config.task).num_labels)
-    method = methods.create(config, bundle.model)
-    method.init(bundle.params, method_key(config))  # Methods that choose what trains (e.g. nodes) choose it here.
-    out = pathlib.Path(out_dir) if out_dir else workdir
-    out.mkdir(parents=True, exist_ok=True)
-    metadata = {"task": config.task, "model": bundle.description, "method": method.description, "step": str(step)}
-    report = method.export(state["params"], out, metadata)
-    return {**report, "file": str(out / report["file"]), "step": step}
+from fft.data import batching, glue, tokenize
+from fft.run_data import (  # noqa: F401  (re-exported: callers know them as train.<name>)
+    TaskData,
+    _batches_from,
+    epoch_batches,
+    evaluate,
+    is_regression,
+    load_data,
+    prepare_batch,
+    total_steps,
+    with_packing,
+)
+from fft.run_model import (  # noqa: F401  (re-exported)
+    ModelBundle,
+    export_run,
+    load_model,
+    load_run_config,
+    method_key,
+    task_params,
+    trainable_from_run,
+    with_concrete_pooling,
+)
 
 
 def _onto_mesh(mesh, x: jax.Array) -> jax.Array:
@@ -167,94 +82,6 @@ def dropout_key(config: ml_collections.ConfigDict) -> jax.Array:
     return jax.random.key(config.seed + 1, impl=impl)
 
 
-def _random_init(model, rng: jax.Array):
-    ids = jnp.ones((1, 8), jnp.int32)
-    return model.init(rng, ids, ids, jnp.zeros_like(ids), deterministic=True)["params"]
-
-
-def load_data(config: ml_collections.ConfigDict, tokenizer) -> TaskData:
-    """Reads, tokenizes and subsets the task's train and dev splits; with
-    `data.validation_fraction` > 0 a stratified `validation` split carved from train
-    (`fft.data.splits`, before `train_fraction`) is the only eval split."""
-    task = glue.get_task(config.task)
-    cfg = config.data
-
-    def read(split: str, limit: int):
-        examples = glue.load_examples(
-            task, split, data_dir=cfg.dir, source=cfg.source, skip_malformed=cfg.skip_malformed
-        )
-        return examples[:limit] if limit else examples
-
-    train = tokenize.encode(tokenizer, read("train", 0), cfg.max_length)
-    evals = {}
-    if cfg.get("validation_fraction", 0.0) > 0:  # Carved from train; dev is then not evaluated.
-        train, held = splits.carve(train, cfg.validation_fraction)
-        evals["validation"] = held.select(range(min(len(held), cfg.max_eval_examples or len(held))))
-    if cfg.train_fraction < 1.0:
-        train = batching.subsample(train, cfg.train_fraction, config.seed)
-    if cfg.max_train_examples:
-        train = batching.subsample(train, min(1.0, cfg.max_train_examples / len(train.labels)), config.seed)
-    evals = evals or {
-        split: tokenize.encode(tokenizer, read(split, cfg.max_eval_examples), cfg.max_length)
-        for split in task.eval_splits
-    }
-    buckets = tuple(cfg.buckets) or batching.bucket_lengths(cfg.max_length)
-    return TaskData(task, train, evals, buckets)
-
-
-def with_packing(config: ml_collections.ConfigDict, data: TaskData, epochs: float, row_multiple: int) -> TaskData:
-    """Plans packed training batches (`fft.data.packing`) when `config.data.packing` is on.
-
-    Feature-cache runs keep length buckets: their cache holds one row per example."""
-    if not config.data.get("packing", False):  # Configs older than packing: buckets.
-        return data
-    if config.feature_cache:
-        logging.info("feature_cache: training batches are length-bucketed, not packed")
-        return data
-    shape = packing.plan(
-        data.train, config.batch_size, seed=config.seed, epochs=epochs,
-        max_length=config.data.max_length, length=config.data.get("pack_length", 0),
-        row_multiple=row_multiple,
-    )
-    slots, real = packing.epoch_padding(
-        data.train, config.batch_size, seed=config.seed, epoch=0, shape=shape, row_multiple=row_multiple
-    )
-    logging.info(
-        "Packed training batches: rows of %d tokens, up to %d examples a row, %s rows a step; "
-        "epoch 0 computes %d token positions for %d example tokens (%.1f%% padding)",
-        shape.length, shape.slots, shape.rows, slots, real, 100.0 * (1 - real / max(slots, 1)),
-    )
-    return dataclasses.replace(data, pack=shape, pack_row_multiple=row_multiple)
-
-
-def is_regression(task) -> bool:
-    return task.is_regression
-
-
-def evaluate(eval_fn, params, frozen, encoded, *, batch_size: int, buckets, mesh, task) -> dict[str, float]:
-    """Runs the jitted eval step over a whole split; returns the task's official metrics + loss."""
-    n = len(encoded.labels)
-    preds = np.zeros(n, np.float32 if is_regression(task) else np.int32)
-    loss_sum = weight_sum = 0.0
-    for batch in batching.eval_batches(encoded, batch_size, buckets=buckets):
-        index = batch.pop("index")
-        out = eval_fn(params, frozen, sharding.global_batch_to_device(batch, mesh))
-        out = jax.device_get(out)
-        real = index >= 0
-        preds[index[real]] = out["predictions"][real]
-        loss_sum += float(out["loss_sum"])
-        weight_sum += float(out["weight_sum"])
-    result = metrics.compute(task, preds, np.asarray(encoded.labels))
-    result["loss"] = loss_sum / max(weight_sum, 1.0)
-    return result
-
-
-def total_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
-    if config.num_train_steps > 0:
-        return int(config.num_train_steps)
-    return max(1, math.ceil(config.num_epochs * steps_per_epoch))
-
-
 def check_finite(step: int, loss: float, workdir: pathlib.Path) -> None:
     if not math.isfinite(loss):
         raise errors.RunError(
@@ -271,22 +98,6 @@ def is_finished(workdir: pathlib.Path, restored_step: int | None, num_steps: int
     time budget stopped it at) and its final metrics."""
     last = num_steps if plan is None or plan.stopped_at_step is None else plan.stopped_at_step
     return restored_step is not None and restored_step >= last and (workdir / "final_metrics.json").is_file()
-
-
-def trainable_from_run(config, method, source: str, fresh: Any) -> Any:
-    """The trainable leaves of `method` cut from the final parameters of the run in `source` (a
-    priming phase): its task model goes through `method.init` like the pretrained weights do."""
-    source_config = load_run_config(source)
-    state, _ = checkpoint.load_state_dict(source)
-    _, primed = task_params(source_config, state["params"])
-    trainable, _ = method.init(primed, method_key(config))
-    trainable = jax.device_get(trainable)
-    want = {p: np.shape(v) for p, v in tree_paths.flatten(fresh).items()}
-    got = {p: np.shape(v) for p, v in tree_paths.flatten(trainable).items()}
-    if want != got:
-        raise errors.RunError(f"config.init_trainable_from={source}: its parameters do not fit this "
-                              f"run's trainable tree ({sorted(set(want) ^ set(got))[:3] or 'shapes differ'})")
-    return trainable
 
 
 def calibrate_budget(config, train_fn, state, frozen, rng, data, steps_per_epoch, cache, mesh) -> budget.Plan:
@@ -314,14 +125,6 @@ def calibrate_budget(config, train_fn, state, frozen, rng, data, steps_per_epoch
                  f"({source}{f' over {ran - budget.CALIBRATION_WARMUP} timed steps' if ran else ''})")
     return budget.Plan(budget_s=float(config.time_budget_s), step_seconds=step_seconds, num_steps=num_steps,
                        source=source, calibration_steps=ran)
-
-
-def prepare_batch(batch: dict[str, Any], cache, mesh) -> dict[str, Any]:
-    """A host batch as the train step takes it: cached features swapped in, on the devices."""
-    if cache is not None:
-        batch = feature_cache.batch_features(cache, batch)
-    batch.pop("index", None)
-    return sharding.global_batch_to_device(batch, mesh)
 
 
 def prepare_workdir(workdir: pathlib.Path) -> None:
@@ -808,29 +611,3 @@ def _load_train_time(workdir: pathlib.Path, step: int) -> dict[str, float]:
     return {"train_seconds": 0.0, "examples_seen": 0}
 
 
-def epoch_batches(data: TaskData, config: ml_collections.ConfigDict, epoch: int):
-    """The training batches of one epoch: packed (`data.pack`) or length-bucketed."""
-    if data.pack is not None:
-        return packing.train_batches(
-            data.train, config.batch_size, seed=config.seed, epoch=epoch, shape=data.pack,
-            row_multiple=data.pack_row_multiple,
-        )
-    return batching.train_batches(data.train, config.batch_size, seed=config.seed, epoch=epoch, buckets=data.buckets)
-
-
-def _batches_from(data: TaskData, config, steps_per_epoch: int, first_step: int, num_steps: int):
-    """Yields (step, global batch) from `first_step` on; the order depends only on (seed, epoch).
-    `data.skip_steps` batches were taken by an earlier phase (fft.priming): the stream starts
-    after them."""
-    step = first_step
-    offset = config.data.get("skip_steps", 0)
-    while step < num_steps:
-        epoch, skip = divmod(step + offset, steps_per_epoch)
-        batches = epoch_batches(data, config, epoch)
-        for i, batch in enumerate(batches):
-            if i < skip:
-                continue
-            yield step, batch
-            step += 1
-            if step >= num_steps:
-                return

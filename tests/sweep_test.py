@@ -103,7 +103,30 @@ class PointsTest(parameterized.TestCase):
         self.assertLen(fractions, 135)
         critical = next(p for p in core if p.setting == "critical2" and p.task == "sst2")
         self.assertEqual(critical.options["distances_file"], "runs/sweeps/core/sst2/full/lr1e-4/frac0.2/seed0")
-        self.assertEqual([p.seed for p in core[:50]], [0] * 50)  # Seed 0 of every cell first.
+        # Method by method, full fine-tuning first, each with its 3 seeds on every task.
+        self.assertEqual([(p.setting, p.seed) for p in core[:15]],
+                         [("full", s) for s in (0, 1, 2) for _ in range(5)])
+        self.assertEqual(core[15].setting, "bitfit")
+
+    def test_full_epoch_seconds_takes_the_fastest_full_run(self):
+        """A time budget's epoch is the fastest core full run / 3 (the least disturbed timing);
+        without run folders, the table's mean / 3."""
+        from configs.grids import selected
+
+        repo = pathlib.Path(self.create_tempdir().full_path)
+        workdirs = [f"runs/sweeps/core/mrpc/full/lr1e-4/frac1/seed{s}" for s in range(3)]
+        for workdir, seconds in zip(workdirs, (330.0, 270.0, 300.0)):
+            (repo / workdir).mkdir(parents=True)
+            (repo / workdir / "final_metrics.json").write_text(json.dumps({"train_seconds": seconds}))
+        table = repo / "core.json"
+        table.write_text(json.dumps({"rows": [
+            {"task": "mrpc", "setting": "full", "train_seconds": 300.0, "workdirs": workdirs},
+            {"task": "cola", "setting": "full", "train_seconds": 240.0, "workdirs": ["runs/gone"]}]}))
+        with mock.patch.object(selected, "REPO", repo), mock.patch.object(selected, "CORE_TABLE", table):
+            self.assertEqual(selected.full_epoch_seconds("mrpc"), 90.0)
+            self.assertEqual(selected.full_epoch_seconds("cola"), 80.0)
+            with self.assertRaisesRegex(ValueError, "no finished full fine-tuning run of stsb"):
+                selected.full_epoch_seconds("stsb")
 
     def test_shipped_grids(self):
         partition = sweep.expand(sweep.load_grid("partition"))

@@ -13,7 +13,10 @@ scripts/rank_layers.py` must have written those files first, one per task, e.g.
   python scripts/rank_layers.py --config=configs/glue.py:task=cola,model=minilm --config.model.pooling=mean
   (SST-2 adds --config.data.train_fraction=0.2 --config.num_epochs=1.0)
 
-3 epochs; SST-2 1 epoch on a 20% subset. Order: seed 0 of every cell, then seed 1, then seed 2.
+3 epochs; SST-2 1 epoch on a 20% subset. Order: method by method in the list below, each with its
+3 seeds on every task, so each method's paired differences to full fine-tuning (and its verdicts)
+are complete as soon as its runs are; full fine-tuning, which every comparison and `critical2`
+needs, runs first.
 Learners (issue 16) at the setting chosen for them; every run also evaluates every 60 s of
 training (curve.json).
 """
@@ -54,7 +57,7 @@ def get_config():
         selected.entry("head", overrides={"feature_cache": True}),
         selected.entry("learners"),
     ]
-    grid.order = ["seed", "method", "task", "lr", "fraction"]
+    grid.order = ["method", "seed", "task", "lr", "fraction"]
     grid.seeds = [0, 1, 2]
     # eval_every_s: dev scores against training seconds (each run's curve.json), for issue 16's
     # "seconds to reach full fine-tuning's final score".

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import pathlib
 
-SELECTION = pathlib.Path(__file__).resolve().parents[2] / "results" / "selection.json"
+REPO = pathlib.Path(__file__).resolve().parents[2]
+SELECTION = REPO / "results" / "selection.json"
 CORE_TABLE = SELECTION.parent / "grids" / "core.json"  # The core grid's table (configs/grids/core.py).
 
 
@@ -32,12 +33,19 @@ def entry(method: str, label: str | None = None, selected_as: str | None = None,
 
 
 def full_epoch_seconds(task: str) -> float:
-    """Training seconds of one epoch of full fine-tuning on `task`: the mean of the core grid's
-    full runs (3 epochs each) / 3."""
+    """Training seconds of one epoch of full fine-tuning on `task`, from the core grid's full runs
+    (3 epochs each): the fastest run's train_seconds / 3, read from its final_metrics.json (the
+    run least slowed by anything else on the machine), else the table's mean / 3."""
     if not CORE_TABLE.is_file():
         raise FileNotFoundError(f"{CORE_TABLE} is missing: run `fft sweep core` (its full runs set the budgets)")
     rows = [r for r in json.loads(CORE_TABLE.read_text())["rows"]
             if r["task"] == task and r["setting"] == "full" and r.get("train_seconds")]
     if not rows:
         raise ValueError(f"{CORE_TABLE}: no finished full fine-tuning run of {task}; its budgets need one")
-    return rows[0]["train_seconds"] / 3.0
+    measured = []
+    for workdir in rows[0].get("workdirs", []):
+        metrics = REPO / workdir / "final_metrics.json"
+        if metrics.is_file():
+            seconds = json.loads(metrics.read_text()).get("train_seconds")
+            measured += [float(seconds)] if seconds else []
+    return (min(measured) if measured else rows[0]["train_seconds"]) / 3.0

@@ -6,8 +6,8 @@ epochs of full fine-tuning on this machine, reported on dev.
                                                      # grid's full runs (results/grids/core.json)
 
 A task's budgets come from its core-grid full fine-tuning runs (same setting, 3 epochs): one epoch
-costs their mean training seconds / 3, so the budgets are E/3 of those seconds for E in
-EPOCHS. Each run plans its step count from its own measured step time (fft/budget.py) and stops at
+costs the fastest of those runs' training seconds / 3 (`selected.full_epoch_seconds`), so the
+budgets are E times that for E in EPOCHS. Each run plans its step count from its own measured step time (fft/budget.py) and stops at
 its budget; learning rates and options are those chosen on validation data; learners prime for
 20% of the budget. Budgets measure time, so these runs must have the machine to themselves: the
 sweep runs them one at a time (--jobs 1), and nothing else should run beside it. Order: seed 0 of

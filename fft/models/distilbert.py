@@ -129,8 +129,9 @@ class PreClassifier(nn.Module):
         return jax.nn.relu(bert.dense(x.shape[-1], jnp.float32, "dense")(x))
 
 
-class DistilBertForSequenceClassification(nn.Module):
-    """DistilBERT encoder -> pooling -> `pre_classifier` -> dropout -> `classifier`.
+class DistilBertForSequenceClassification(bert.Classifier):
+    """DistilBERT encoder -> pooling -> `pre_classifier` -> dropout -> `classifier` (methods:
+    `encoder.Classifier`).
 
     Attributes:
       config: the encoder hyper-parameters.
@@ -157,66 +158,17 @@ class DistilBertForSequenceClassification(nn.Module):
         self.head_dropout = hashed_dropout.Dropout(self.config.seq_classif_dropout)
         self.classifier = bert.dense(self.num_labels, jnp.float32, "classifier")
 
-    def encode(
-        self,
-        input_ids: jax.Array,
-        attention_mask: jax.Array | None = None,
-        token_type_ids: jax.Array | None = None,
-        *,
-        deterministic: bool,
-        packing: bert.Packing | None = None,
-    ) -> jax.Array:
-        """Last hidden states [batch, seq, hidden] in the compute dtype.
+    def _embed(self, input_ids, token_type_ids, *, deterministic: bool, positions=None):
+        del token_type_ids  # DistilBERT has none.
+        return self.embeddings(input_ids, deterministic=deterministic, positions=positions)
 
-        Args:
-          input_ids: int [batch, seq].
-          attention_mask: 0/1 [batch, seq]; 0 marks padding keys. None means no padding.
-          token_type_ids: accepted for a uniform call signature and ignored.
-          deterministic: if False, applies dropout (needs a 'dropout' rng).
-          packing: rows that hold several examples (then `attention_mask` must be None).
-        """
-        del token_type_ids
-        mask, positions = bert.packed_inputs(
-            attention_mask, packing, input_ids.shape[1], self.config.max_position_embeddings
-        )
-        x = self.embeddings(input_ids, deterministic=deterministic, positions=positions)
-        return self.encoder(x, mask, deterministic=deterministic)
-
-    def prefix(self, input_ids, attention_mask=None, token_type_ids=None, *, num_layers: int):
-        """Hidden states after the embeddings and encoder layers 0..num_layers-1, dropout off."""
-        del token_type_ids
-        x = self.embeddings(input_ids, deterministic=True)
-        return self.encoder(x, attention_mask, deterministic=True, stop=num_layers)
-
-    def from_prefix(self, hidden, attention_mask=None, *, start: int, deterministic: bool):
-        """Logits from the hidden states entering layer `start` (the output of `prefix`)."""
-        hidden = self.encoder(hidden, attention_mask, deterministic=deterministic, start=start)
-        return self._head(hidden, attention_mask, deterministic)
-
-    def pool(
-        self, input_ids, attention_mask=None, token_type_ids=None, *, deterministic: bool, packing=None
-    ):
-        """What the head (`pre_classifier`) starts from, [batch, hidden] float32 (same arguments
-        as `encode`; packed rows give [rows * slots, hidden]): the first token's last hidden
-        state ('cls') or the mean of the real tokens' ('mean')."""
-        hidden = self.encode(
-            input_ids, attention_mask, token_type_ids, deterministic=deterministic, packing=packing
-        )
+    def _pooled(self, hidden, attention_mask, packing=None):
+        """What `pre_classifier` starts from: the first token's last hidden state ('cls') or the
+        mean of the real tokens' ('mean'), float32 [batch, hidden]."""
         return bert.pool_tokens(hidden, attention_mask, packing, self.pooling).astype(jnp.float32)
 
-    def _head(self, hidden, attention_mask, deterministic: bool, packing: bert.Packing | None = None):
-        pooled = self.pre_classifier(bert.pool_tokens(hidden, attention_mask, packing, self.pooling))
-        return self.classifier(self.head_dropout(pooled, deterministic=deterministic))
-
-    def __call__(
-        self, input_ids, attention_mask=None, token_type_ids=None, *, deterministic: bool, packing=None
-    ):
-        """Logits [batch, num_labels] float32 (same arguments as `encode`; packed rows give
-        [rows * slots, num_labels], one per slot)."""
-        hidden = self.encode(
-            input_ids, attention_mask, token_type_ids, deterministic=deterministic, packing=packing
-        )
-        return self._head(hidden, attention_mask, deterministic, packing)
+    def _logits(self, pooled, *, deterministic: bool):
+        return self.classifier(self.head_dropout(self.pre_classifier(pooled), deterministic=deterministic))
 
 
 # --- Hugging Face weight names (used by `loading.convert_hf_state_dict`) ---
