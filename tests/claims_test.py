@@ -689,3 +689,28 @@ def test_new_claims_missing_without_tables(tmp_path, monkeypatch):
     assert "`results/grids/learners_ablation.json`" not in text  # the tmp tables are named
     assert "learners_ablation.json` does not exist yet: its settings are **missing**." in text
     assert "`time_budget`: **missing**" in text
+
+
+def test_baseline_section_beside_reference_numbers(tmp_path, monkeypatch):
+    """Full fine-tuning's every dev metric, mean ± sd over seeds, beside the public numbers; a
+    task without full runs is missing; without the core table the section says so."""
+    _, doc, md = run(tmp_path, monkeypatch, "--no-distances")
+    rows = {r["task"]: r for r in doc["baseline"]["rows"]}
+    assert rows["mrpc"]["metrics"]["accuracy"] == pytest.approx({"mean": 81.0, "sd": 1.0, "n": 3})
+    assert rows["sst2"]["metrics"] == {} and rows["sst2"]["n"] == 0
+    assert "| mrpc | 100% | accuracy 81.00 ± 1.00 (n=3) | 88.9 | 87.5 | F1 88.85 / acc 84.07 |" in md
+    assert "| sst2 | — | missing | 91.5 | 91.3 | acc 92.32 |" in md
+
+    from fft.report import baseline
+
+    mrpc = row("mrpc", "full", {0: 80.0, 1: 81.0, 2: 82.0})
+    f1 = [0.86, 0.87, 0.89]
+    mrpc["eval"]["dev"]["f1"] = {"mean": float(np.mean(f1)), "sd": float(np.std(f1, ddof=1)), "values": f1}
+    mrpc["eval"]["dev"]["loss"] = {"mean": 0.5, "sd": 0.1, "values": [0.4, 0.5, 0.6]}
+    (got,) = [r["metrics"] for r in baseline.baseline_section({"rows": [mrpc]})["rows"] if r["task"] == "mrpc"]
+    assert set(got) == {"accuracy", "f1"}  # Not the loss.
+    assert baseline.metrics_text(got) == "accuracy 81.00 ± 1.00; f1 87.33 ± 1.53 (n=3)"
+    partial = dict(mrpc, n=2, planned=3)
+    lines = baseline.baseline_lines(baseline.baseline_section({"rows": [partial]}), "core.json")
+    assert any(line.startswith("| mrpc | 100% (2 of 3 seeds) |") for line in lines)
+    assert "**missing**" in "\n".join(baseline.baseline_lines(baseline.baseline_section(None), "core.json"))

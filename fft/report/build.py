@@ -8,6 +8,7 @@ import pathlib
 from collections.abc import Mapping
 from typing import Any
 
+from fft.report.baseline import baseline_section
 from fft.report.budgets import adapters_spread_claim, bitfit_budget_claim
 from fft.report.distances import DistanceStore, distance_claims
 from fft.report.learners import (
@@ -97,7 +98,7 @@ def protocol(args, command: str, paths, tables, store: DistanceStore) -> dict[st
 
 
 def build(args, command: str) -> dict[str, Any]:
-    """The document: {'protocol', 'claims', 'rankings', 'learners_ablation', 'pooling'};
+    """The document: {'protocol', 'baseline', 'claims', 'rankings', 'learners_ablation', 'pooling'};
     `command` regenerates it."""
     grids, out = pathlib.Path(args.grids), pathlib.Path(args.out)
     paths = {name: grids / f"{name}.json" for name in GRIDS}
@@ -114,7 +115,8 @@ def build(args, command: str) -> dict[str, Any]:
                bitfit_budget_claim(tables["time_budget"], args),
                adapters_spread_claim(tables["data_fraction"], tables["time_budget"], args)]
     rankings = {"after": "3c", **rankings_section(core, store, pathlib.Path(args.rankings), claims, args)}
-    return {"protocol": protocol(args, command, paths, tables, store), "claims": claims,
+    return {"protocol": protocol(args, command, paths, tables, store), "baseline": baseline_section(core),
+            "claims": claims,
             "rankings": rankings, "learners_ablation": ablation_section(core, tables["learners_ablation"], args),
             "pooling": pooling_section(tables["pooling"])}
 

@@ -8,6 +8,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from fft.report.baseline import baseline_lines
 from fft.report.markdown_methods import ablation_lines, claim_table, extra_lines
 from fft.report.tables import SEEDS
 from fft.report.text import diff_text, key_columns, score_text
@@ -254,6 +255,7 @@ def markdown(doc: Mapping[str, Any], args) -> str:
     lines += ["", "## Summary", "", "| claim | paper | verdict | cells |", "|---|---|---|---|"]
     for c in doc["claims"]:
         lines.append(f"| {c['id']}. {c['title']} | {c['source']} | **{c['verdict']}** | {counts_text(c['counts'])} |")
+    lines += baseline_lines(doc["baseline"], p["tables"]["core"]["path"])
     for c in doc["claims"]:
         lines += claim_lines(c, args)
         if c["id"] == doc["rankings"]["after"]:
