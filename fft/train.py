@@ -395,6 +395,7 @@ def train_loop(run: Run, state: steps.TrainState, first_step: int) -> tuple[step
     budget.trim_curve(run.workdir, first_step)
     clock = budget.Clock(run.plan.budget_s if run.plan else None, config.get("eval_every_s"), before["train_seconds"])
     t_loop = time.perf_counter() - before["train_seconds"]
+    cpu0, wall0 = time.process_time(), time.perf_counter()  # This process's CPU share (cpu_share).
     in_flight = None  # The last step's metrics, while a time budget or timed evaluation is on.
     batches = _batches_from(run.data, config, run.steps_per_epoch, first_step, run.num_steps)
     for step, batch in batches:
@@ -453,6 +454,8 @@ def train_loop(run: Run, state: steps.TrainState, first_step: int) -> tuple[step
     progress.close()
     jax.block_until_ready(state)
     summary["train_seconds"] = time.perf_counter() - t_loop - paused
+    wall = time.perf_counter() - wall0
+    summary["cpu_share"] = (time.process_time() - cpu0) / wall if wall > 0 else None
     return state, summary
 
 
@@ -518,6 +521,11 @@ def train_one(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
         "compile_seconds": summary.get("compile_seconds", 0.0),  # Not in train_seconds.
         "train_examples_per_sec": summary["examples_seen"] / train_seconds if summary["examples_seen"] else None,
         "wall_seconds": time.perf_counter() - t_start,
+        # CPU seconds of this process per wall second over its training loop (this segment, with
+        # its evaluations): near the usable cores when the run had the machine to itself, lower
+        # when something else ran beside it (fft.report flags time-budget runs so slowed).
+        "cpu_share": summary.get("cpu_share"),
+        "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "eval": eval_results,
         "method": config.method,
         "method_description": run.method.description,

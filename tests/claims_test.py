@@ -614,6 +614,23 @@ def test_bitfit_at_every_time_budget(tmp_path, monkeypatch):
             "70.00 ± 1.00 (n=3) | 71.53 ± 1.00 (n=3) |") in text
 
 
+def test_budget_runs_that_shared_the_machine_are_flagged():
+    """Claim 9a names the budget runs whose CPU share fell below 0.75 of the grid's median."""
+    from fft.report import budgets
+    from fft.report.markdown_methods import machine_lines
+
+    rows = [dict(row("mrpc", "full-b1ep", {0: 70.0, 1: 71.0, 2: 72.0}), cpu_shares=[1.8, 1.9, 0.9]),
+            dict(row("cola", "bitfit-b1ep", {0: 30.0, 1: 31.0}), cpu_shares=[1.7, None]),
+            row("stsb", "full-b1ep", {0: 80.0})]  # A table from before cpu_shares.
+    m = budgets.machine_sharing({"rows": rows})
+    assert m["recorded"] == 4 and m["median"] == pytest.approx(1.75)
+    assert m["runs"] == [{"workdir": "runs/fake/mrpc/full-b1ep/frac1/seed2", "cpu_share": 0.9}]
+    (line,) = [x for x in machine_lines(m) if x]
+    assert "median 1.75 over 4 runs" in line and "`runs/fake/mrpc/full-b1ep/frac1/seed2` (0.90)" in line
+    assert machine_lines(budgets.machine_sharing({"rows": rows[2:]})) == []
+    assert budgets.machine_sharing(None)["recorded"] == 0
+
+
 def test_adapters_spread_across_data_and_budgets(tmp_path, monkeypatch):
     by_id, _, text = run(tmp_path, monkeypatch, time_budget=budget_rows(), fraction_extra=FRACTION_ADAPTERS)
     c = by_id["9b"]

@@ -53,6 +53,9 @@ class TrainTest(absltest.TestCase):
         self.assertBetween(final["eval"]["dev"]["accuracy"], 0.0, 1.0)
         saved = json.loads((pathlib.Path(workdir) / "final_metrics.json").read_text())
         self.assertEqual(saved["eval"], final["eval"])
+        # CPU seconds per wall second of the training loop, and the cores it could use.
+        self.assertGreater(saved["cpu_share"], 0.0)
+        self.assertGreaterEqual(saved["cpu_cores"], 1)
         scalars = event_scalars(workdir)
         self.assertIn(3, scalars["eval/dev/accuracy"])
         # Per-layer distances to the step-0 weights are logged at each evaluation and grow.

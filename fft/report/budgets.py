@@ -76,6 +76,28 @@ def budget_evidence(table, confidence: float, root: pathlib.Path) -> list[dict[s
     return out
 
 
+SHARED_FACTOR = 0.75  # A budget run below this share of the grid's median CPU share is flagged.
+
+
+def machine_sharing(table) -> dict[str, Any]:
+    """How much CPU the time_budget runs got (each run's `cpu_share`, CPU seconds per wall second
+    of its training loop): the median over the runs that record it, and the runs below
+    SHARED_FACTOR of it, which most likely shared the machine and so trained for fewer steps than
+    their budget allows alone."""
+    shares = []
+    for row in (table or {}).get("rows", []):
+        for workdir, share in zip(row.get("workdirs", []), row.get("cpu_shares") or []):
+            if share is not None:
+                shares.append((workdir, float(share)))
+    if not shares:
+        return {"recorded": 0, "median": None, "runs": [], "factor": SHARED_FACTOR}
+    values = sorted(v for _, v in shares)
+    mid = len(values) // 2
+    median = values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+    low = [{"workdir": w, "cpu_share": v} for w, v in shares if v < SHARED_FACTOR * median]
+    return {"recorded": len(shares), "median": median, "runs": low, "factor": SHARED_FACTOR}
+
+
 def bitfit_budget_claim(table, args) -> dict[str, Any]:
     """9a: BitFit − full at every (task, budget) of the time_budget grid, equivalence within the
     margin, every-cell rule."""
@@ -92,7 +114,8 @@ def bitfit_budget_claim(table, args) -> dict[str, Any]:
     return claim("9a", "BitFit matches full fine-tuning at every time budget", SOURCE,
                  equivalence_text("bitfit", what, args, grid="time_budget", unit="cell (task and budget)"),
                  EVERY_RULE, cells, kind="comparison", method="bitfit", baseline="full",
-                 evidence=budget_evidence(table, args.confidence, pathlib.Path(args.root)))
+                 evidence=budget_evidence(table, args.confidence, pathlib.Path(args.root)),
+                 machine=machine_sharing(table))
 
 
 def _spread_cell(table, grid: str, task: str, settings: Mapping[str, str], sd_factor: float,

@@ -103,7 +103,18 @@ def evidence_lines(c: Mapping[str, Any]) -> list[str]:
         budget_s = "—" if e["budget_s"] is None else f"{e['budget_s']:.1f}"
         scores = " | ".join(score_text(e["methods"][m]["score"]) for m in BUDGET_METHODS)
         lines.append(f"| {e['task']} | {e['epochs_text']} | {budget_s} | {scores} |")
-    return lines
+    return lines + machine_lines(c.get("machine"))
+
+
+def machine_lines(m: Mapping[str, Any] | None) -> list[str]:
+    """Claim 9a's budget runs that most likely shared the machine (information)."""
+    if not m or not m["recorded"]:
+        return []
+    flagged = ", ".join(f"`{r['workdir']}` ({r['cpu_share']:.2f})" for r in m["runs"]) or "none"
+    return ["", (f"CPU share of the budget runs (CPU seconds per wall second of each run's training "
+                 f"loop, evaluations included): median {m['median']:.2f} over {m['recorded']} runs. "
+                 f"Runs below {m['factor']:g} of the median, which most likely shared the machine "
+                 f"and so trained fewer steps than their budget allows alone: {flagged}.")]
 
 
 def extra_lines(c: Mapping[str, Any]) -> list[str]:

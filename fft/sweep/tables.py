@@ -81,6 +81,8 @@ def _row(group: Sequence[Point], grid_dir: pathlib.Path) -> dict[str, Any]:
         "train_seconds": _rounded(_mean_sd([f.get("train_seconds_total", f.get("train_seconds")) for f in finals])[0], 1),
         "eval": _eval_summary(finals),
         "workdirs": [repo_path(grid_dir / p.rel) for p, _ in finished],
+        # Per run, as `workdirs`: CPU seconds per wall second of its training loop (None: not recorded).
+        "cpu_shares": [_rounded(f.get("cpu_share"), 2) for f in finals],
     }
 
 
