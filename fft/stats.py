@@ -139,3 +139,26 @@ def better_verdict(low: float | None, high: float | None) -> str:
     if high <= 0:
         return FAILS
     return INCONCLUSIVE
+
+
+def pairs_to_decide(mean: float | None, sd: float | None, margin: float | None, confidence: float = 0.95,
+                    limit: int = 100) -> int | None:
+    """How many pairs would turn an 'inconclusive' verdict into 'holds' or 'fails' if further
+    pairs kept the observed mean and sd of the differences: the smallest n in 2..limit whose t
+    interval mean ± t_{(1+confidence)/2, n-1} · sd / √n gives `verdict` (margin given) or
+    `better_verdict` (margin None) a decision. None when no n up to `limit` does (the mean sits
+    on a boundary) or mean / sd are missing. A planning figure for the next run, not a verdict:
+    the next seeds' differences will scatter, and the sd of 2-3 differences is itself rough.
+    """
+    _check_confidence(confidence)
+    if mean is None or sd is None or not (math.isfinite(mean) and math.isfinite(sd)):
+        return None
+    from scipy import stats as scipy_stats
+
+    decide = (lambda lo, hi: better_verdict(lo, hi)) if margin is None else (
+        lambda lo, hi: verdict(lo, hi, margin))
+    for n in range(2, limit + 1):
+        half = float(scipy_stats.t.ppf((1 + confidence) / 2, n - 1)) * sd / math.sqrt(n)
+        if decide(mean - half, mean + half) != INCONCLUSIVE:
+            return n
+    return None

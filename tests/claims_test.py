@@ -150,6 +150,10 @@ def test_paired_differences_match_scipy_and_equivalence_verdicts(tmp_path, monke
     assert cell(by_id["3a"], "cola")["verdict"] == "holds"
     assert cell(by_id["4"], "cola")["verdict"] == "fails"
     assert cell(by_id["3b"], "cola")["verdict"] == "inconclusive"
+    # Differences 3, -3, 1 (mean 1/3, sd 3.06): how many pairs would decide at this mean and sd.
+    need = cell(by_id["3b"], "cola")["pairs_to_decide"]
+    assert need == stats.pairs_to_decide(1 / 3, float(np.std([3.0, -3.0, 1.0], ddof=1)), 2.0) and need > 3
+    assert f"**inconclusive** (inconclusive at n=3; ~{need} pairs would decide at this mean and sd)" in text
     # The other tasks have full runs but no top3 run, sst2 has no row at all: missing, never filled.
     assert [cell(by_id["3a"], t)["verdict"] for t in tables.CORE_TASKS] == ["holds"] + ["missing"] * 4
     assert by_id["3a"]["verdict"] == "inconclusive"  # holds where measured, missing elsewhere

@@ -158,5 +158,31 @@ class VerdictTest(parameterized.TestCase):
         self.assertEqual(stats.better_verdict(worse["low"], worse["high"]), "fails")
 
 
+
+class PairsToDecideTest(parameterized.TestCase):
+    @parameterized.parameters((0.5, 1.0, 2.0), (-0.3, 2.5, 2.0), (3.5, 1.0, 2.0), (1.0, 0.8, 1.5))
+    def test_first_n_whose_interval_decides(self, mean, sd, margin):
+        """Against scipy's t interval at the same mean and sd: n decides, n - 1 does not."""
+        n = stats.pairs_to_decide(mean, sd, margin)
+
+        def decided(k):
+            low, high = scipy_stats.t.interval(0.95, k - 1, loc=mean, scale=sd / math.sqrt(k))
+            return stats.verdict(low, high, margin) != stats.INCONCLUSIVE
+
+        self.assertIsNotNone(n)
+        self.assertTrue(decided(n))
+        if n > 2:
+            self.assertFalse(decided(n - 1))
+
+    def test_superiority_and_undecidable(self):
+        n = stats.pairs_to_decide(1.0, 2.0, None)  # Superiority: low > 0 once t·sd/√n < 1.
+        half = lambda k: scipy_stats.t.ppf(0.975, k - 1) * 2.0 / math.sqrt(k)
+        self.assertLess(half(n), 1.0)
+        self.assertGreaterEqual(half(n - 1), 1.0)
+        self.assertIsNone(stats.pairs_to_decide(2.0, 1.0, 2.0))  # On the margin: never decides.
+        self.assertIsNone(stats.pairs_to_decide(None, 1.0, 2.0))
+        self.assertIsNone(stats.pairs_to_decide(0.5, None, 2.0))
+        self.assertEqual(stats.pairs_to_decide(0.5, 0.0, 2.0), 2)
+
 if __name__ == "__main__":
     absltest.main()

@@ -51,8 +51,12 @@ def comparison(task: str, method_row: Mapping[str, Any] | None, base_row: Mappin
                        else stats.verdict(d["low"], d["high"], margin))
     if d["n"] < 2:
         cell["note"] = "1 pair: no interval (inconclusive at this n)"
-    elif cell["verdict"] == INCONCLUSIVE and d["n"] < planned:
-        cell["note"] = f"inconclusive at n={d['n']} of {planned}"
+    elif cell["verdict"] == INCONCLUSIVE:
+        need = stats.pairs_to_decide(d["mean"], d["sd"], None if superiority else margin, confidence)
+        cell["pairs_to_decide"] = need
+        at = f"n={d['n']} of {planned}" if d["n"] < planned else f"n={d['n']}"
+        cell["note"] = f"inconclusive at {at}; " + (
+            f"~{need} pairs would decide at this mean and sd" if need else "no n ≤ 100 would decide at this mean")
     return cell
 
 
