@@ -8,6 +8,7 @@
 #   bash scripts/run_grids.sh core            # from the core grid on
 #   RESULTS=/elsewhere/results/grids bash scripts/run_grids.sh   # tables elsewhere
 #   AFTER_STEP='cp results/grids/* /backup/' bash scripts/run_grids.sh   # a command after each step
+#   bash scripts/run_grids_pinned.sh          # the same from a worktree pinned at HEAD (edit freely)
 #
 # CPU hours measured on the 2-core machine: results/claims.md (Protocol: compute used). The
 # time_budget grid measures wall-clock time: give it the machine to itself.
@@ -20,6 +21,10 @@ RESULTS=${RESULTS:-results/grids}
 STEPS=(pooling supermask_init lr_selection select core data_fraction time_budget learners_ablation report
        partition supermask)
 start=${1:-pooling}
+if [[ " ${STEPS[*]} " != *" $start "* ]]; then
+  echo "run_grids: unknown step '$start'; steps, in order: ${STEPS[*]}" >&2
+  exit 2
+fi
 started=0
 for step in "${STEPS[@]}"; do
   [[ $step == "$start" ]] && started=1
