@@ -103,10 +103,14 @@ class PointsTest(parameterized.TestCase):
         self.assertLen(fractions, 135)
         critical = next(p for p in core if p.setting == "critical2" and p.task == "sst2")
         self.assertEqual(critical.options["distances_file"], "runs/sweeps/core/sst2/full/lr1e-4/frac0.2/seed0")
-        # Method by method, full fine-tuning first, each with its 3 seeds on every task.
-        self.assertEqual([(p.setting, p.seed) for p in core[:15]],
-                         [("full", s) for s in (0, 1, 2) for _ in range(5)])
+        # Method by method, full fine-tuning first, each with its 3 seeds on every task; CoLA's
+        # full and learners runs evaluate every 15 s (claim 8c), the rest every 60 s.
+        self.assertEqual({p.setting for p in core[:15]}, {"full"})
+        self.assertLen({(p.task, p.seed) for p in core[:15]}, 15)
         self.assertEqual(core[15].setting, "bitfit")
+        every = {(p.task, p.setting): p.fields["eval_every_s"] for p in core}
+        self.assertEqual({k for k, v in every.items() if v == 15.0}, {("cola", "full"), ("cola", "learners")})
+        self.assertEqual(set(every.values()), {15.0, 60.0})
 
     def test_full_epoch_seconds_takes_the_fastest_full_run(self):
         """A time budget's epoch is the fastest core full run / 3 (the least disturbed timing);
