@@ -5,7 +5,8 @@ priming and node-choice variants beside the method as chosen (information, no ve
 
 Seconds to a score come from each run's curve.json (fft.report.figures_data.time_to_target; a
 primed run's priming phase counts): the first evaluation at or above the target, so upper bounds
-at the evaluation interval (60 s), measured on this machine. A run whose workdir or curve is gone
+at the run's evaluation interval (its `eval_every_s`: 15 s for full fine-tuning and
+learners on CoLA in the core grid, 60 s otherwise), measured on this machine. A run whose workdir or curve is gone
 counts as without a curve; nothing is filled in."""
 
 from __future__ import annotations
@@ -146,8 +147,8 @@ def learners_speed_claim(core, args) -> dict[str, Any]:
         "8c", "Learners reach full fine-tuning's final dev score on CoLA at least 20% faster", SOURCE,
         (f"Core grid, CoLA: target = full fine-tuning's final dev score (mean over its seeds). Each "
          f"run's seconds to the target = the training seconds of its first evaluation at or above it "
-         f"(curve.json, evaluated every 60 s; a primed run's priming phase counts), so upper bounds "
-         f"at the evaluation interval, measured on this machine. Mean over the seeds that reach it "
+         f"(curve.json, evaluated every 15 s of training for full and learners on CoLA; a primed run's "
+         f"priming phase counts), so upper bounds at the evaluation interval, measured on this machine. Mean over the seeds that reach it "
          f"(full's seeds below its own mean never do). 'holds' if every learners seed reaches it and "
          f"mean_learners ≤ {SPEED_RATIO:g} × mean_full; 'fails' if the ratio > {SPEED_RATIO:g} or "
          f"learners never reach the target on a majority of seeds; 'inconclusive' otherwise (some "

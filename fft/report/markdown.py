@@ -146,8 +146,8 @@ def protocol_lines(p: Mapping[str, Any], args) -> list[str]:
          f"{p['distances']}."),
         ("- Time to a score (claim 8c, the learners section): each run's curve.json (workdirs "
          + ("relative to the repository root" if p["runs_root"] == "." else f"under `{p['runs_root']}`")
-         + "), evaluated every 60 s of training: training seconds on this machine, upper bounds at "
-         "that interval; a run without its curve counts as missing."),
+         + "), evaluated every 60 s of training (the core grid's full and learners runs on CoLA every "
+         "15 s): training seconds on this machine, upper bounds at that interval; a run without its curve counts as missing."),
         _compute_text(p["compute"]),
         ("- Verdicts: 'holds', 'fails', 'inconclusive' (the data do not decide), 'missing' (no "
          "finished run on a side, or no table). Missing data is never filled in."),

@@ -62,7 +62,8 @@ def speed_table(c: Mapping[str, Any]) -> list[str]:
     lines += [_speed_row(cell, False) for cell in c["cells"]]
     lines += [_speed_row(cell, True) for cell in c.get("others", [])]
     return lines + ["", ("Seconds: training seconds on this machine to the first evaluation at or above "
-                         "the target (every 60 s, so upper bounds at that interval), mean ± sd over the "
+                         "the target (evaluated every 60 s, CoLA's full and learners runs every 15 s: upper bounds at "
+                         "that interval), mean ± sd over the "
                          "seeds that reach it; learners' include their priming phase.")]
 
 
@@ -152,7 +153,7 @@ def ablation_lines(section: Mapping[str, Any], path: str) -> list[str]:
               "of FFN nodes per layer that moved most). Variants: primed, nodes by pretrained weight "
               "magnitude or at random; unprimed (trained from the pretrained weights for the whole run), "
               "magnitude or random. Dev main metric in %; differences paired by seed; seconds to full "
-              "fine-tuning's final dev score from the runs' curves (upper bounds at the 60 s evaluation "
+              "fine-tuning's final dev score from the runs' curves (upper bounds at the runs' evaluation "
               "interval, this machine). Information, no verdict.")]
     if not section["present"]:
         lines += ["", f"`{path}` does not exist yet: its settings are **missing**."]
