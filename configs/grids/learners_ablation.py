@@ -6,13 +6,14 @@ The method as chosen (priming with full fine-tuning for 20% of the run, then the
 per layer that moved most) is the core grid's `learners` row (configs/grids/core.py). Here, at
 the same learning rate and fraction: primed but nodes chosen by pretrained weight magnitude or at
 random, and without priming (magnitude or random nodes, trained from the pretrained weights for
-the whole run). Each run evaluates every 60 s of training like the core grid (curve.json), so
-time-to-score compares too. Order: seed 0 of every cell first.
+the whole run). Each run evaluates on the core grid's clock (curve.json): every 15 s of training
+on CoLA, 60 s on STS-B, so time-to-score compares too. Order: seed 0 of every cell first.
 """
 
 import ml_collections
 
 from configs.grids import selected
+from configs.grids.core import FINE_EVERY_S
 from configs.grids.lr_selection import POOLING
 
 
@@ -36,4 +37,5 @@ def get_config():
     grid.order = ["seed", "method", "task", "lr", "fraction"]
     grid.seeds = [0, 1, 2]
     grid.overrides = {"checkpoint": {"every_steps": 200}, "model": {"pooling": POOLING}, "eval_every_s": 60.0}
+    grid.task_overrides = {"cola": {"eval_every_s": FINE_EVERY_S}}
     return grid
