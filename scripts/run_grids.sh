@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the comparison grids of results/claims.md in order, then the selection, the figures and the
 # claims report. Resumable: every sweep skips finished runs and resumes stopped ones, so after an
-# interruption run it again. Stops at the first grid that did not finish (a failed run: see its
-# log.txt), since the later steps read what the earlier ones chose.
+# interruption run it again. A grid with failed runs (see their log.txt; their cells are reported
+# as missing) does not stop the queue; a step that cannot start (e.g. a grid whose settings need a
+# selection that is not there) does, since the later steps read what the earlier ones chose.
 #
 #   bash scripts/run_grids.sh                 # everything, from where it stopped
 #   bash scripts/run_grids.sh core            # from the core grid on
@@ -26,6 +27,7 @@ if [[ " ${STEPS[*]} " != *" $start "* ]]; then
   exit 2
 fi
 started=0
+failed=()
 for step in "${STEPS[@]}"; do
   [[ $step == "$start" ]] && started=1
   [[ $started == 1 ]] || continue
@@ -33,8 +35,15 @@ for step in "${STEPS[@]}"; do
   case $step in
     select) "$PY" scripts/select_hparams.py --table "$RESULTS/lr_selection.json" || exit $? ;;
     report) "$PY" scripts/figures.py --grids "$RESULTS" && "$PY" scripts/claims.py --grids "$RESULTS" || exit $? ;;
-    *) "$PY" -m fft.sweep "$step" --results "$RESULTS" || exit $? ;;
+    *) "$PY" -m fft.sweep "$step" --results "$RESULTS"; rc=$?
+       # 1: some runs failed (named in the log; their cells show as missing): go on, say so at the
+       # end. Anything else (a grid that cannot load, e.g. no selection yet): stop here.
+       if [[ $rc == 1 ]]; then failed+=("$step"); elif [[ $rc != 0 ]]; then exit $rc; fi ;;
   esac
   if [[ -n "${AFTER_STEP:-}" ]]; then bash -c "$AFTER_STEP"; fi
 done
+if (( ${#failed[@]} )); then
+  echo "[$(date +%T)] run_grids: done; runs failed in: ${failed[*]} (see the sweep logs; rerun to retry them)"
+  exit 1
+fi
 echo "[$(date +%T)] run_grids: done"
