@@ -1,6 +1,6 @@
 """One sweep runner: a grid of `fft train` runs, resumable, N at a time, and its results tables.
 
-  python -m fft.sweep GRID [--jobs N] [--root DIR] [--results DIR] [--dry-run | --only-table]
+  python -m fft.sweep GRID [--jobs N] [--root DIR] [--results DIR] [--dry-run | --only-table | --cost]
   fft sweep configs/grids/partition.py --jobs 2     # workdirs in runs/sweeps/partition/
   fft sweep tiny --dry-run                          # a bare name means configs/grids/<name>.py
 
@@ -57,7 +57,8 @@ Tables, one row per (task, entry and options, lr, fraction), seeds pooled: <root
 task's main metric (fft.metrics: `combined` where a task has several) in %, over the finished
 seeds, on the `validation` split when data.validation_fraction > 0 and on `dev` otherwise; `n` of
 `planned` seeds finished; the JSON also holds every eval metric (mean, sd, values, as fractions).
-A cell with no finished run is shown as missing, never filled. --only-table rebuilds the tables.
+A cell with no finished run is shown as missing, never filled. --only-table rebuilds the tables;
+--cost prints the wall time of the finished runs and an estimate for the rest (fft/sweep/cost.py).
 
 The package: grid.py (grid files: finding, loading, checking), points.py (expansion into points,
 path naming, workdir checks), runner.py (locks, runs, --jobs, progress), tables.py (tables),

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Sequence
 from typing import TextIO
 
+from fft.sweep import cost
 from fft.sweep.grid import DEFAULT_RESULTS, DEFAULT_ROOT, Grid, GridError, display, load_grid
 from fft.sweep.points import Point, check_workdirs, expand, is_finished
 from fft.sweep.runner import Runner
@@ -31,6 +32,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="list the runs and their commands; start nothing")
     mode.add_argument("--only-table", action="store_true", help="rebuild the tables from finished runs")
+    mode.add_argument("--cost", action="store_true",
+                      help="wall time of the finished runs and an estimate for the rest (fft/sweep/cost.py)")
     args = parser.parse_args(list(argv))
     if args.jobs < 1:
         raise GridError(f"--jobs={args.jobs}: must be at least 1")
@@ -83,6 +86,11 @@ def main(argv: Sequence[str], out: TextIO | None = None) -> int:
     check_workdirs(grid, points, grid_dir)
     if args.dry_run:
         _dry_run(grid, points, grid_dir, out)
+        return 0
+    if args.cost:
+        refs = cost.references(pathlib.Path(args.root).absolute())
+        for line in cost.cost_lines(grid.name, cost.grid_cost(points, grid_dir, cost.Model(refs)), len(refs)):
+            print(line, file=out)
         return 0
     if args.only_table:
         written = write_tables(grid, points, grid_dir, results_dir)
