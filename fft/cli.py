@@ -246,6 +246,9 @@ def run(argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         print("fft: interrupted; the run resumes from its last checkpoint", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # Output piped into e.g. `head`, which stopped reading: not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # No second error at exit.
+        return 0
 
 
 def main() -> None:
