@@ -313,6 +313,23 @@ def test_pooling_and_compute(tmp_path, monkeypatch):
     fraction_runs = sum(r["n"] for r in fraction_rows())
     assert comp["runs"] == core_runs + fraction_runs + 5
     assert comp["train_seconds"] == pytest.approx(10.0 * (core_runs + fraction_runs) + 5.0 * 2 + 10.0 * 3)
+    assert comp["wall_seconds"] is None  # These rows predate wall_seconds: not made up.
+    # With wall time in the rows (and a selection grid, counted too): hours per grid and in all.
+    for name, rows in (("pooling", pooling), ("lr_selection", [row("rte", "full", {0: 60.0}, seconds=100.0)])):
+        for r in rows:
+            r["wall_seconds"] = 1800.0 * r["n"]
+        (grids / f"{name}.json").write_text(json.dumps({"grid": name, "rows": rows}))
+    for name, rows in (("core", core_rows()), ("data_fraction", fraction_rows())):
+        for r in rows:
+            r["wall_seconds"] = 360.0 * r["n"]
+        (grids / f"{name}.json").write_text(json.dumps({"grid": name, "rows": rows}))
+    assert claims.main(["--grids", str(grids), "--out", str(out), "--selection", str(tmp_path / "none.json"),
+                        "--fallback-distances", str(tmp_path / "none")]) == 0
+    comp = json.loads((tmp_path / "out" / "claims.json").read_text())["protocol"]["compute"]
+    assert comp["grids"]["lr_selection"] == {"runs": 1, "planned": 3, "train_seconds": 100.0, "wall_seconds": 1800.0}
+    assert comp["wall_seconds"] == pytest.approx(1800.0 * 6 + 360.0 * (core_runs + fraction_runs))
+    text = (tmp_path / "out" / "claims.md").read_text()
+    assert "lr_selection: 1/3 runs, 0.50 h of wall time, 100 s of training" in text
 
 
 def gradient_file(folder, task, layers):

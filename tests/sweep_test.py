@@ -307,6 +307,10 @@ class RunTest(parameterized.TestCase):
         self.assertLen(full["eval"]["dev"]["loss"]["values"], 2)
         self.assertGreater(full["trainable_params"], rows[1]["trainable_params"])
         self.assertLen(full["workdirs"], 2)
+        walls = [json.loads((self.dir / f"rte/full/lr1e-3/frac1/seed{s}/final_metrics.json").read_text())
+                 ["wall_seconds"] for s in (0, 1)]
+        self.assertAlmostEqual(full["wall_seconds"], sum(walls), places=0)  # The runs' wall time together.
+        self.assertLen(full["cpu_shares"], 2)
         self.assertEqual(rows[2]["n"], 0)  # Failed runs: the cell is missing, not filled.
         self.assertIsNone(rows[2]["mean"])
         md = (self.dir / "table.md").read_text()

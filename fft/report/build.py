@@ -35,6 +35,7 @@ from fft.report.verdicts import (
 )
 
 GRIDS = ("core", "data_fraction", "time_budget", "learners_ablation", "pooling")
+SELECTION_GRIDS = ("supermask_init", "lr_selection")  # Counted in the compute used, not read otherwise.
 RADIYA = "Radiya-Dixit & Wang 2020"
 
 
@@ -88,7 +89,8 @@ def protocol(args, command: str, paths, tables, store: DistanceStore) -> dict[st
         "selection_path": repo_relative(selection_path),
         "selection_md": repo_relative(selection_path.with_suffix(".md")),
         "selection": selection_info(selection_path),
-        "compute": compute_used(tables),
+        "compute": compute_used({**{n: load_table(pathlib.Path(args.grids) / f"{n}.json") for n in SELECTION_GRIDS},
+                                 **tables}),
         "runs_root": repo_relative(pathlib.Path(args.root)) or ".",
         "distances": _distances_text(store, args.no_distances),
         "distance_errors": store.errors,

@@ -112,11 +112,17 @@ def _tables_text(tables: Mapping[str, Mapping[str, Any]]) -> str:
                      for name, t in tables.items())
 
 
+def _hours(seconds: float | None) -> str:
+    return "wall time not recorded" if seconds is None else f"{seconds / 3600:.2f} h of wall time"
+
+
 def _compute_text(comp: Mapping[str, Any]) -> str:
-    grids = "; ".join(f"{g}: {v['runs']}/{v['planned']} runs, {v['train_seconds']:.0f} s"
-                      for g, v in comp["grids"].items()) or "no table"
-    return (f"- Compute behind this report: {comp['runs']} finished runs, {comp['train_seconds']:.0f} s of "
-            f"training in all ({grids}; evaluation and compilation not counted).")
+    grids = "; ".join(f"{g}: {v['runs']}/{v['planned']} runs, {_hours(v.get('wall_seconds'))}, "
+                      f"{v['train_seconds']:.0f} s of training" for g, v in comp["grids"].items()) or "no table"
+    return (f"- Compute behind this report, on this machine (2 CPU cores, one run at a time): {comp['runs']} "
+            f"finished runs, {_hours(comp.get('wall_seconds'))} ({comp['train_seconds']:.0f} s of training, "
+            f"without evaluation and compilation) in all; per grid: {grids}. Wall time counts loading, "
+            f"compiling, evaluating and priming; the selection grids are counted here too.")
 
 
 def protocol_lines(p: Mapping[str, Any], args) -> list[str]:

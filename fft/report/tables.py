@@ -131,9 +131,13 @@ def compute_used(tables: Mapping[str, Mapping[str, Any] | None]) -> dict[str, An
         planned = sum(int(r["planned"]) for r in own)
         seconds = sum(float(r["train_seconds"]) * int(r["n"]) for r in own
                       if r.get("train_seconds") is not None and r["n"])
-        per_grid[name] = {"runs": runs, "planned": planned, "train_seconds": seconds}
+        walls = [r.get("wall_seconds") for r in own if r["n"]]
+        wall = None if any(w is None for w in walls) else sum(walls)  # Tables before wall_seconds: None.
+        per_grid[name] = {"runs": runs, "planned": planned, "train_seconds": seconds, "wall_seconds": wall}
+    walls = [g["wall_seconds"] for g in per_grid.values()]
     return {"grids": per_grid, "runs": sum(g["runs"] for g in per_grid.values()),
-            "train_seconds": sum(g["train_seconds"] for g in per_grid.values())}
+            "train_seconds": sum(g["train_seconds"] for g in per_grid.values()),
+            "wall_seconds": None if any(w is None for w in walls) else sum(walls)}
 
 
 def t_quantile(confidence: float, df: int) -> float:

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fft import stats
+from fft.sweep.cost import run_wall_seconds
 from fft.sweep.grid import FINAL, REPO, Grid, repo_path
 from fft.sweep.points import Point, path_value
 
@@ -81,6 +82,8 @@ def _row(group: Sequence[Point], grid_dir: pathlib.Path) -> dict[str, Any]:
         "train_seconds": _rounded(_mean_sd([f.get("train_seconds_total", f.get("train_seconds")) for f in finals])[0], 1),
         "eval": _eval_summary(finals),
         "workdirs": [repo_path(grid_dir / p.rel) for p, _ in finished],
+        # Wall time of the finished runs together (loading, compiling, evaluating, priming included).
+        "wall_seconds": _rounded(sum(run_wall_seconds(grid_dir / p.rel) or 0.0 for p, _ in finished), 1),
         # Per run, as `workdirs`: CPU seconds per wall second of its training loop (None: not recorded).
         "cpu_shares": [_rounded(f.get("cpu_share"), 2) for f in finals],
     }
