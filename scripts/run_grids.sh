@@ -34,7 +34,11 @@ for step in "${STEPS[@]}"; do
   echo "[$(date +%T)] run_grids: $step"
   case $step in
     select) "$PY" scripts/select_hparams.py --table "$RESULTS/lr_selection.json" || exit $? ;;
-    report) "$PY" scripts/figures.py --grids "$RESULTS" && "$PY" scripts/claims.py --grids "$RESULTS" || exit $? ;;
+    report)  # Tables rebuilt first, so every one has the columns this code writes.
+      for grid in pooling supermask_init lr_selection core data_fraction time_budget learners_ablation; do
+        "$PY" -m fft.sweep "$grid" --only-table --results "$RESULTS" || exit $?
+      done
+      "$PY" scripts/figures.py --grids "$RESULTS" && "$PY" scripts/claims.py --grids "$RESULTS" || exit $? ;;
     *) "$PY" -m fft.sweep "$step" --results "$RESULTS"; rc=$?
        # 1: some runs failed (named in the log; their cells show as missing): go on, say so at the
        # end. Anything else (a grid that cannot load, e.g. no selection yet): stop here.
