@@ -73,7 +73,7 @@ class PointsTest(parameterized.TestCase):
 
         self.assertLen(sweep.expand(sweep.load_grid("pooling")), 30)
         selection = sweep.expand(sweep.load_grid("lr_selection"))
-        self.assertLen(selection, 80)
+        self.assertLen(selection, 86)
         self.assertTrue(all(p.fields["data.validation_fraction"] == 0.1 for p in selection))
         missing = pathlib.Path(self.create_tempdir().full_path) / "selection.json"
         with (mock.patch.object(selected, "SELECTION", missing),

@@ -36,7 +36,7 @@ def get_config():
         {"method": "full", "lrs": [2e-5, 5e-5, 1e-4, 2e-4]},
         {"method": "bitfit", "lrs": [3e-4, 1e-3, 3e-3]},
         {"method": "layers", "label": "top3", "options": {"select": ["top3"]}, "lrs": [3e-5, 1e-4, 3e-4, 1e-3]},
-        {"method": "lora", "options": {"rank": [4, 8, 16]}, "lrs": [2e-4, 5e-4, 1e-3, 3e-3]},
+        {"method": "lora", "options": {"rank": [4, 8, 16]}, "lrs": [2e-4, 5e-4, 1e-3, 3e-3, 1e-2]},
         {"method": "adapters", "lrs": [1e-4, 3e-4, 1e-3]},
         {"method": "supermask", "options": {"init": ["rank"], "init_scale": [0.1],
                                             "initial_sparsity": [0.05, 0.1],
