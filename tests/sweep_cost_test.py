@@ -84,3 +84,27 @@ def test_cost_flag_on_a_grid(tmp_path):
     text = out.getvalue()
     assert text.startswith("sweep g: 2 runs; 0 finished in 0.00 h of wall time; 2 to run, about ")
     assert "(from 1 finished runs)" in text
+
+
+def test_runner_eta_from_estimates(tmp_path):
+    """The ETA sums the pending runs' estimates (and what is left of the running ones), scaled by
+    how this sweep's finished runs compared with theirs; without estimates it waits for runs."""
+    import types
+
+    from fft import progress
+    from fft.sweep.runner import Runner
+
+    a, b, c = point("rte", "full"), point("cola", "full"), point("stsb", "full")
+    now = [1000.0]
+    runner = Runner(types.SimpleNamespace(name="g"), [a, b, c], tmp_path, jobs=1, out=io.StringIO(),
+                    clock=lambda: now[0])
+    runner.pending = [a, b]
+    runner.running = [types.SimpleNamespace(point=c, started=960.0)]
+    runner.estimates = {a.rel: 100.0, b.rel: 200.0, c.rel: 100.0}
+    # No run finished here yet: 100 + 200 + (100 - 40 s already running).
+    assert runner.status().endswith(f"ETA {progress.format_seconds(360.0)}")
+    runner.measured = [(100.0, 150.0)]  # Runs take 1.5x their estimate here.
+    assert runner.status().endswith(f"ETA {progress.format_seconds(540.0)}")
+    del runner.estimates[a.rel]  # A point without an estimate: the mean of finished runs instead.
+    runner.durations = [120.0]
+    assert runner.status().endswith(f"ETA {progress.format_seconds(2 * 120.0 + 80.0)}")

@@ -15,6 +15,8 @@ import time
 from collections.abc import Sequence
 from typing import TextIO
 
+from absl import logging
+
 from fft import errors
 from fft import progress as progress_lib
 from fft.sweep.grid import FINAL, LOCK_FILE, LOG_FILE, POINT_FILE, REPO, Grid, GridError, display
@@ -68,6 +70,27 @@ class _Running:
     started: float
 
 
+def _estimates(points: Sequence[Point], root: pathlib.Path) -> dict[str, float]:
+    """{point.rel: estimated wall seconds} for the points fft.sweep.cost can estimate from the
+    finished runs under `root`; empty when it cannot (the ETA then waits for this sweep's runs)."""
+    from fft.sweep import cost
+
+    try:
+        model = cost.Model(cost.references(root))
+        epochs: dict[str, float] = {}
+        out = {}
+        for p in points:
+            key = p.config_arg + repr(p.fields.get("num_epochs"))
+            epochs.setdefault(key, cost.point_epochs(p))
+            estimate = model.estimate(p, epochs[key])
+            if estimate is not None:
+                out[p.rel] = estimate
+        return out
+    except Exception as e:  # noqa: BLE001 -- an estimate must never stop a sweep.
+        logging.warning("sweep ETA: no estimates from finished runs (%s)", e)
+        return {}
+
+
 class Runner:
     """Runs the points of one grid, `jobs` at a time, and reports progress."""
 
@@ -77,6 +100,10 @@ class Runner:
         self.out, self.on_finish, self.clock, self.poll_seconds = out, on_finish, clock, poll_seconds
         self.done = self.failed = self.elsewhere = 0
         self.durations: list[float] = []
+        # Estimated wall seconds per point (fft.sweep.cost, from finished runs under the root);
+        # the ETA scales them by how this sweep's finished runs compared with their estimates.
+        self.estimates: dict[str, float] = {}
+        self.measured: list[tuple[float, float]] = []  # (estimate, actual) of runs finished here.
         self.failures: list[tuple[Point, str]] = []
         self.running: list[_Running] = []
         self.pending: list[Point] = []
@@ -92,7 +119,16 @@ class Runner:
         if self.elsewhere:
             text += f", {self.elsewhere} running elsewhere"
         eta = "?"
-        if self.durations:
+        pending_est = [self.estimates.get(p.rel) for p in self.pending]
+        running_est = [self.estimates.get(r.point.rel) for r in self.running]
+        if (self.pending or self.running) and all(e is not None for e in pending_est + running_est):
+            scale = 1.0
+            if self.measured:
+                scale = sum(a for _, a in self.measured) / max(sum(e for e, _ in self.measured), 1e-9)
+            now = self.clock()
+            work = sum(pending_est) + sum(max(e - (now - r.started), 0.0) for e, r in zip(running_est, self.running))
+            eta = progress_lib.format_seconds(scale * work / self.jobs)
+        elif self.durations:
             mean = statistics.fmean(self.durations)
             now = self.clock()
             work = len(self.pending) * mean + sum(max(mean - (now - r.started), 0.0) for r in self.running)
@@ -105,6 +141,7 @@ class Runner:
         before = sum(is_finished(self.grid_dir / p.rel) for p in self.points)
         self.done = before
         self.pending = [p for p in self.points if not is_finished(self.grid_dir / p.rel)]
+        self.estimates = _estimates(self.pending, self.grid_dir.parent)
         self.say(
             f"sweep {self.grid.name}: {len(self.points)} runs, {before} finished before, "
             f"{len(self.pending)} to run, {self.jobs} at a time; workdirs in {display(self.grid_dir)}"
@@ -200,6 +237,8 @@ class Runner:
         if r.proc.returncode == 0 and is_finished(workdir):
             self.done += 1
             self.durations.append(seconds)
+            if self.estimates.get(r.point.rel) is not None:
+                self.measured.append((self.estimates[r.point.rel], seconds))
             score = _score_text(r.point, workdir)
             self.say(f"done  {r.point.rel} in {progress_lib.format_seconds(seconds)}{score} | {self.status()}")
         else:
