@@ -8,7 +8,7 @@ Learning rates are those chosen on validation data for the whole train split (re
 The subset of a fraction is drawn with the run's seed, so methods are paired by seed on the same
 examples. The 100% cells are not run here: they are the core grid's runs of the same setting
 (configs/grids/core.py: same methods, learning rates, seeds, epochs and pooling; it also evaluates
-every 60 s, which does not change training), and the reports take them from there. Order: method
+every 60 s, or 15 s, which does not change training), and the reports take them from there. Order: method
 by method (full and BitFit, the issue-15 rows, first), within a method
 seed 0 of every cell first, the smallest fractions first within a seed.
 """
