@@ -108,3 +108,22 @@ def test_runner_eta_from_estimates(tmp_path):
     del runner.estimates[a.rel]  # A point without an estimate: the mean of finished runs instead.
     runner.durations = [120.0]
     assert runner.status().endswith(f"ETA {progress.format_seconds(2 * 120.0 + 80.0)}")
+
+
+def test_grids_status_table(tmp_path):
+    from scripts import grids_status
+
+    grid = tmp_path / "g.py"
+    grid.write_text("def get_config():\n    return " + repr(
+        {"name": "g", "base": "tiny", "tasks": ["rte"], "methods": ["full"], "lrs": [1e-3], "seeds": [0, 1]}) + "\n")
+    broken = tmp_path / "needs_selection.py"
+    broken.write_text("def get_config():\n    raise FileNotFoundError('results/selection.json is missing')\n")
+    root = tmp_path / "sweeps"
+    finished_run(root / "g/rte/full/lr1e-3/frac1/seed0", task="rte", method="full", wall=3600.0, train=3000.0,
+                 examples=100, epochs=3.0)
+    rows = grids_status.status_rows([str(grid), str(broken)], root)
+    assert rows[0]["runs"] == 2 and rows[0]["finished"] == 1 and rows[0]["spent_h"] == pytest.approx(1.0)
+    assert rows[0]["left_h"] > 0 and rows[0]["unknown"] == 0
+    assert "selection.json is missing" in rows[1]["error"]
+    text = grids_status.markdown(rows, 1)
+    assert "| g | 2 | 1 | 1.00 |" in text and "not expandable yet" in text
