@@ -12,7 +12,9 @@
 #   bash scripts/run_grids_pinned.sh          # the same from a worktree pinned at HEAD (edit freely)
 #
 # CPU hours measured on the 2-core machine: results/claims.md (Protocol: compute used). The
-# time_budget grid measures wall-clock time: give it the machine to itself.
+# time_budget grid measures wall-clock time: give it the machine to itself. Other work beside a
+# grid: lower its whole session first, `echo 19 > /proc/self/autogroup` (Linux autogroups share
+# the CPU per session, so `nice` alone does not yield to a grid started from another shell).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
