@@ -53,6 +53,7 @@ def choose(table: dict[str, Any]) -> dict[str, Any]:
             "setting": best and best["setting"], "lr": best and best["lr"],
             "options": best and best["options"], "score": best and round(best["score"], 2),
             "lr_at_edge": best and lr_at_edge(best, ranked),
+            "options_at_edge": (best and options_at_edge(best, ranked)) or {},
             "tasks": tasks, "eligible": len(ranked), "candidates": list(cells.values()),
         }
     return chosen
@@ -65,6 +66,20 @@ def lr_at_edge(best: dict[str, Any], ranked: list[dict[str, Any]]) -> str | None
     if len(lrs) < 2:
         return None
     return "lowest" if best["lr"] == lrs[0] else "highest" if best["lr"] == lrs[-1] else None
+
+
+def options_at_edge(best: dict[str, Any], ranked: list[dict[str, Any]]) -> dict[str, str]:
+    """{option: 'lowest' | 'highest'} for each numeric option crossed over 3 or more values whose
+    chosen value is at that end of the values tried (as for the learning rate; with 2 values
+    every choice is an end, so those are not flagged)."""
+    out = {}
+    for key, value in (best["options"] or {}).items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        values = sorted({c["options"][key] for c in ranked if isinstance(c["options"].get(key), (int, float))})
+        if len(values) >= 3 and value in (values[0], values[-1]):
+            out[key] = "lowest" if value == values[0] else "highest"
+    return out
 
 
 def markdown(chosen: dict[str, Any], source: str) -> str:
@@ -91,6 +106,9 @@ def markdown(chosen: dict[str, Any], source: str) -> str:
         elif c["lr_at_edge"]:
             lines.append(f"\nThe chosen learning rate is the {c['lr_at_edge']} tried for this setting: "
                          "the best may lie beyond it (extend the grid's rates).")
+        for key, end in (c.get("options_at_edge") or {}).items():
+            lines.append(f"\nThe chosen {key} ({c['options'][key]:g}) is the {end} tried: the best may "
+                         "lie beyond it; compare its neighbours' scores above before extending the grid.")
         lines.append("")
     return "\n".join(lines)
 
@@ -116,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         what = "not chosen" if c["setting"] is None else f"{c['setting']} lr {c['lr']:g} (validation {c['score']:.2f})"
         if c["setting"] is not None and c["lr_at_edge"]:
             what += f"; warning: the {c['lr_at_edge']} learning rate tried"
+        for key, end in (c.get("options_at_edge") or {}).items():
+            what += f"; warning: the {end} {key} tried"
         print(f"{method}: {what}")
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
     return 0

@@ -58,3 +58,25 @@ def test_dev_rows_are_refused(tmp_path):
     table.write_text(json.dumps({"rows": [row("rte", "full", "full", 2e-5, 60.0, split="dev")]}))
     with pytest.raises(SystemExit, match="never reads dev"):
         select_hparams.main(["--table", str(table), "--out", str(tmp_path / "sel")])
+
+
+def test_a_crossed_option_at_the_edge_is_flagged(tmp_path):
+    """score_lr tried at 3 values and chosen at the lowest: flagged; initial_sparsity at 2 values:
+    not (either choice is an end); rank in the middle: not."""
+    rows = []
+    for sparsity in (0.05, 0.1):
+        for score_lr, score in ((3e-4, 70.0), (1e-3, 69.0), (3e-3, 65.0)):
+            setting = f"supermask-s{sparsity}-lr{score_lr}"
+            options = {"init": "rank", "initial_sparsity": sparsity, "score_lr": score_lr}
+            rows += [row(t, setting, "supermask", 1e-3, score + sparsity, options=options) for t in ("rte", "stsb")]
+    for rank, score in ((4, 60.0), (8, 62.0), (16, 61.0)):
+        rows += [row(t, f"lora-rank{rank}", "lora", 1e-3, score, options={"rank": rank}) for t in ("rte", "stsb")]
+    table = tmp_path / "t.json"
+    table.write_text(json.dumps({"rows": rows}))
+    assert select_hparams.main(["--table", str(table), "--out", str(tmp_path / "sel")]) == 0
+    chosen = json.loads((tmp_path / "sel.json").read_text())["methods"]
+    assert chosen["supermask"]["options"] == {"init": "rank", "initial_sparsity": 0.1, "score_lr": 3e-4}
+    assert chosen["supermask"]["options_at_edge"] == {"score_lr": "lowest"}
+    assert chosen["lora"]["options_at_edge"] == {}
+    assert "The chosen score_lr (0.0003) is the lowest tried" in (tmp_path / "sel.md").read_text()
+
