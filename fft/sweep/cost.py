@@ -45,13 +45,14 @@ def run_wall_seconds(workdir: pathlib.Path) -> float | None:
 def reference(workdir: pathlib.Path) -> dict[str, Any] | None:
     """What a finished run says about cost: {task, method, wall, train, work, full_examples}."""
     final, config = _read(workdir / FINAL), _read(workdir / "config.json")
-    wall = run_wall_seconds(workdir)
-    if not final or not config or wall is None or not final.get("train_examples"):
+    if not final or not config or final.get("wall_seconds") is None or not final.get("train_examples"):
         return None
+    primed = _read(workdir / "priming" / FINAL) or {}  # Read once: its wall time and steps.
+    wall = float(final["wall_seconds"]) + float(primed.get("wall_seconds") or 0.0)
     train = float(final.get("train_seconds_total") or final.get("train_seconds") or 0.0)
     data = config.get("data", {})
     share = float(data.get("train_fraction", 1.0)) * (1.0 - float(data.get("validation_fraction") or 0.0))
-    priming = (_read(workdir / "priming" / FINAL) or {}).get("steps") or 0
+    priming = primed.get("steps") or 0
     epochs = float(final.get("epochs") or 0.0) + (priming / max(final.get("steps") or 1, 1)) * float(
         final.get("epochs") or 0.0)
     return {"task": final.get("task") or config.get("task"), "method": final.get("method") or config.get("method"),
